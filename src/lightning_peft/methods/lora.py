@@ -1,0 +1,145 @@
+"""LoRA family through peft: LoRA, DoRA, rsLoRA and IA3 (never re-implemented here).
+
+- LoRA: Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685.
+  W x + (alpha / r) * B A x with A, B low rank; B starts at zero so training starts at the base.
+- rsLoRA: Kalajdzievski 2023, arXiv:2312.03732: scale alpha / sqrt(r) keeps updates stable as r grows.
+- DoRA: Liu et al. 2024, arXiv:2402.09353: splits W into magnitude and direction; LoRA on the direction.
+- IA3: Liu et al. 2022, arXiv:2205.05638: learned vectors rescale keys, values and FFN activations.
+
+Each class is a small config whose `apply(model)` calls `peft.get_peft_model` and returns the
+adapted model with named groups: "adapter" (the low-rank / scaling weights) and "head"
+(`modules_to_save`, trained in full, e.g. a classification head).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
+from torch import nn
+
+from .base import Adapted, MethodConfigError, trainable_groups
+from .targets import ALL_LINEAR, check_targets
+
+HEAD_MARKER = ".modules_to_save."
+
+
+def _group_of(name: str) -> str:
+    return "head" if HEAD_MARKER in name else "adapter"
+
+
+class PeftMethod:
+    """Shared mechanics of methods peft implements: validate targets, inject, group parameters."""
+
+    def __init__(self, target_modules: list[str] | str, modules_to_save: list[str] | None) -> None:
+        if not target_modules:
+            raise MethodConfigError("target_modules is empty; name the layers to adapt (e.g. [q_proj, v_proj]) or 'all-linear'.")
+        self.target_modules = target_modules
+        self.modules_to_save = list(modules_to_save or [])
+
+    def peft_config(self, target_modules: list[str] | str, modules_to_save: list[str]) -> PeftConfig:
+        raise NotImplementedError
+
+    def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
+        """Inject the adapter into `model` (frozen otherwise) and return it with its groups."""
+        check_targets(model, self.target_modules)
+        save = sorted(set(self.modules_to_save) | set(modules_to_save or []))
+        check_targets(model, save, what="modules_to_save") if save else None
+        peft_model = get_peft_model(model, self.peft_config(self.target_modules, save))
+        return Adapted(peft_model, trainable_groups(peft_model, _group_of))
+
+
+class Lora(PeftMethod):
+    """LoRA and its variants DoRA and rsLoRA (peft).
+
+    Example::
+
+        from transformers import AutoModelForCausalLM
+        from lightning_peft.methods import Lora
+        adapted = Lora(r=8, target_modules=["q_proj", "v_proj"]).apply(AutoModelForCausalLM.from_pretrained(path))
+        adapted.groups["adapter"]  # {name: parameter}
+
+    Args:
+        r: Rank of the update B A.
+        alpha: Scale numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA).
+        dropout: Dropout on the adapter's input during training.
+        target_modules: Layer names to adapt (e.g. [q_proj, v_proj]) or "all-linear".
+        modules_to_save: Modules trained in full besides the adapter (e.g. a new head).
+        variant: "lora"; "dora" (weight-decomposed, Liu et al. 2024); "rslora" (rank-stabilised scaling).
+        bias: Which biases to train: "none", "lora_only" or "all".
+    """
+
+    def __init__(
+        self,
+        r: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.05,
+        target_modules: list[str] | str = ALL_LINEAR,
+        modules_to_save: list[str] | None = None,
+        variant: Literal["lora", "dora", "rslora"] = "lora",
+        bias: Literal["none", "lora_only", "all"] = "none",
+    ) -> None:
+        super().__init__(target_modules, modules_to_save)
+        if r < 1:
+            raise MethodConfigError(f"LoRA rank r={r} must be a positive integer (typical: 4-64).")
+        if not 0.0 <= dropout < 1.0:
+            raise MethodConfigError(f"LoRA dropout={dropout} must be in [0, 1).")
+        self.r, self.alpha, self.dropout, self.variant, self.bias = r, alpha, dropout, variant, bias
+
+    def peft_config(self, target_modules, modules_to_save) -> LoraConfig:
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=target_modules,
+            modules_to_save=modules_to_save or None,
+            use_dora=self.variant == "dora",
+            use_rslora=self.variant == "rslora",
+            bias=self.bias,
+        )
+
+
+class IA3(PeftMethod):
+    """IA3 (Liu et al. 2022): learned per-channel scaling of keys, values and FFN activations (peft).
+
+    Args:
+        target_modules: Layers whose outputs (or inputs, for feedforward ones) are rescaled.
+        feedforward_modules: Subset of `target_modules` treated as FFN layers (scaling on the input).
+        modules_to_save: Modules trained in full besides the scaling vectors.
+    """
+
+    def __init__(
+        self,
+        target_modules: list[str] | str = ("k_proj", "v_proj", "down_proj"),
+        feedforward_modules: list[str] | None = ("down_proj",),
+        modules_to_save: list[str] | None = None,
+    ) -> None:
+        super().__init__(list(target_modules) if not isinstance(target_modules, str) else target_modules, modules_to_save)
+        self.feedforward_modules = list(feedforward_modules or [])
+        if isinstance(self.target_modules, list) and not set(self.feedforward_modules) <= set(self.target_modules):
+            raise MethodConfigError(
+                f"IA3 feedforward_modules {self.feedforward_modules} must be a subset of target_modules {self.target_modules}."
+            )
+
+    def peft_config(self, target_modules, modules_to_save) -> IA3Config:
+        return IA3Config(
+            target_modules=target_modules,
+            feedforward_modules=self.feedforward_modules or None,
+            modules_to_save=modules_to_save or None,
+        )
+
+
+def export_adapter(model: nn.Module, output_dir: str | Path) -> Path:
+    """Write a peft-wrapped model's adapter in peft format (`PeftModel.from_pretrained` reads it)."""
+    if not isinstance(model, PeftModel):
+        raise MethodConfigError(f"Only peft adapters export to peft format; got {type(model).__name__}.")
+    model.save_pretrained(str(output_dir), safe_serialization=True)
+    return Path(output_dir)
+
+
+def merge_adapter(model: nn.Module) -> nn.Module:
+    """Fold the adapter into the base weights and return the plain `transformers` model."""
+    if not isinstance(model, PeftModel):
+        raise MethodConfigError(f"Only peft adapters can be merged; got {type(model).__name__}.")
+    return model.merge_and_unload()

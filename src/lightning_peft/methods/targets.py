@@ -1,0 +1,41 @@
+"""Resolve and check `target_modules` against a model before handing them to peft.
+
+peft's own error for a missing target comes from deep inside model injection and does not say
+what the model offers; checking first lets us name the layers a user can pick from.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import MethodConfigError
+
+ALL_LINEAR = "all-linear"
+
+
+def linear_layer_names(model: nn.Module) -> list[str]:
+    """Short names (last path component) of the model's linear layers, output head excluded."""
+    from transformers.pytorch_utils import Conv1D
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {
+        path.rsplit(".", 1)[-1]
+        for path, module in model.named_modules()
+        if isinstance(module, (nn.Linear, Conv1D)) and module is not output
+    }
+    return sorted(names)
+
+
+def check_targets(model: nn.Module, target_modules: list[str] | str, what: str = "target_modules") -> None:
+    """Raise `MethodConfigError` if any requested module name does not exist in `model`."""
+    if target_modules == ALL_LINEAR:
+        return
+    requested = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    leaf_names = {path.rsplit(".", 1)[-1] for path, _ in model.named_modules()}
+    paths = {path for path, _ in model.named_modules()}
+    missing = [t for t in requested if t not in leaf_names and t not in paths]
+    if missing:
+        raise MethodConfigError(
+            f"{what} {missing} not found in {type(model).__name__}; its linear layers are "
+            f"{linear_layer_names(model)} (or use '{ALL_LINEAR}')."
+        )

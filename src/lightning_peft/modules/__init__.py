@@ -1,0 +1,6 @@
+"""LightningModules, one per method family; thin compositions of tasks and methods."""
+
+from .base import FineTuneModule
+from .lora import LoraModule
+
+__all__ = ["FineTuneModule", "LoraModule"]

@@ -1,0 +1,153 @@
+"""What every method family's LightningModule shares: load the backbone, apply the method, run the task.
+
+A family module (LoRA family, soft prompts, selective fine-tuning, ...) only says which methods it
+accepts and what is special about its training procedure; loading, steps, metrics, named
+optimizer groups and adapter-only checkpoints live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from .. import checkpoint, zoo
+from .. import quantization as quant
+from ..methods import Adapted, Method, MethodConfigError
+from ..tasks import Task
+
+
+class FineTuneModule(L.LightningModule):
+    """Fine-tune a `transformers` backbone with a method on a task.
+
+    Args:
+        backbone: Zoo short name (`lightning-peft models`), hub id or local folder of the base model.
+        task: The objective (e.g. VerbalizerClassification, HeadClassification, CausalLMSFT, Seq2Seq).
+        method: How the backbone is adapted (which parameters train).
+        label_names: Class names in label-index order; the CLI links them from the data module.
+        optimizer: Optimizer class and its arguments (e.g. torch.optim.AdamW with lr); it receives
+            one parameter group per method group, each carrying its `name`.
+        lr_scheduler: Optional learning-rate scheduler class and arguments, stepped every step.
+        group_lr: Learning rate per named parameter group (e.g. {head: 1e-3}); others use the optimizer's lr.
+        quantization: Load the frozen base in "int8" (LLM.int8) or "nf4" (QLoRA) with bitsandbytes (CUDA only).
+        gradient_checkpointing: Recompute activations in the backward pass to save memory.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "smollm2-135m",
+        task: Task | None = None,
+        method: Method | None = None,
+        label_names: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        group_lr: dict[str, float] | None = None,
+        quantization: quant.Quantization | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if task is None or method is None:
+            raise ValueError(f"{type(self).__name__} needs both a task and a method; set model.init_args.task and .method.")
+        self.save_hyperparameters()
+        self.backbone, self.task, self.method = backbone, task, method
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.group_lr = dict(group_lr or {})
+        self.quantization, self.gradient_checkpointing = quantization, gradient_checkpointing
+        # Cheap checks first, so a bad name or label set fails before any weights load.
+        self.tokenizer = zoo.load_tokenizer(backbone)
+        task.bind(self.tokenizer, label_names)
+        self.val_metrics = task.metrics().clone(prefix="val/")
+        self.test_metrics = task.metrics().clone(prefix="test/")
+        self.model: nn.Module | None = None
+        self.groups: dict[str, dict[str, nn.Parameter]] = {}
+        self.base_fingerprint: str | None = None
+        self.strict_loading = False  # checkpoints hold the trainable parameters only
+        self._pending_rng: dict[str, Any] | None = None
+
+    # -- building -------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        quant.check_strategy(self.quantization, type(self.trainer.strategy).__name__)
+
+    def configure_model(self) -> None:
+        """Load the base, fingerprint it, and apply the method (once; Lightning may call this again)."""
+        if self.model is not None:
+            return
+        quant.check_available(self.quantization)
+        base = self.task.auto_class().from_pretrained(
+            zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization)
+        )
+        self.base_fingerprint = checkpoint.fingerprint(base)
+        if self.quantization is not None:
+            from peft import prepare_model_for_kbit_training
+
+            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=self.gradient_checkpointing)
+        adapted = self.adapt(base)
+        self.model, self.groups = adapted.model, adapted.groups
+        unknown = sorted(set(self.group_lr) - set(self.groups))
+        if unknown:
+            raise MethodConfigError(f"group_lr names groups {unknown}, but this method trains {sorted(self.groups)}.")
+        if self.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.enable_input_require_grads()
+
+    def adapt(self, base: nn.Module) -> Adapted:
+        """Apply the method; family modules override this to add what their procedure needs."""
+        return self.method.apply(base, self.task.head_modules(base))
+
+    def configure_optimizers(self):
+        param_groups = [
+            {"params": list(params.values()), "name": name, **({"lr": self.group_lr[name]} if name in self.group_lr else {})}
+            for name, params in self.groups.items()
+        ]
+        optimizer = self.optimizer_factory(param_groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def forward(self, **batch: torch.Tensor):
+        return self.model(**batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        output = self.task.step(self.model, batch)
+        self.log("train/loss", output.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return output.loss
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], metrics, stage: str) -> None:
+        output = self.task.step(self.model, batch)
+        self.task.update(metrics, output)
+        size = batch["input_ids"].shape[0]
+        self.log(f"{stage}/loss", output.loss, sync_dist=True, batch_size=size)
+        self.log_dict(metrics, prog_bar=True, batch_size=size)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    # -- adapter-only checkpoints ---------------------------------------------------------
+
+    def trainable_parameter_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        ckpt["state_dict"] = checkpoint.trainable_state(ckpt["state_dict"], self)
+        ckpt["lightning_peft"] = {"fingerprint": self.base_fingerprint, "backbone": self.backbone}
+        ckpt["rng_states"] = checkpoint.capture_rng()
+
+    def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        checkpoint.check_loadable(ckpt, self.base_fingerprint, self.trainable_parameter_names(), self.backbone)
+        self._pending_rng = ckpt.get("rng_states")
+
+    def on_train_start(self) -> None:
+        # Restored here rather than at load time: everything between (sanity validation,
+        # dataloader setup) may draw random numbers that an uninterrupted run did not draw.
+        if self._pending_rng is not None:
+            checkpoint.restore_rng(self._pending_rng)
+            self._pending_rng = None

@@ -1,0 +1,9 @@
+"""Tasks: the training objective and its metrics, independent of the fine-tuning method."""
+
+from .base import Task, TaskConfigError, TaskOutput
+from .classification import HeadClassification, VerbalizerClassification, left_align
+from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
+from .metrics import TokenPerplexity
+
+__all__ = ["IGNORE_INDEX", "CausalLMSFT", "HeadClassification", "Seq2Seq", "Task", "TaskConfigError", "TaskOutput",
+           "TokenPerplexity", "VerbalizerClassification", "left_align"]
