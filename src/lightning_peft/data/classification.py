@@ -1,0 +1,120 @@
+"""Text classification data: a template turns each record into text, the label into a class index."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+from lightning_peft.data.base import Record, TokenizedDataModule, fill, require_columns
+from lightning_peft.data.catalog import CATALOG
+from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.splits import SplitSize
+from lightning_peft.data.tokenized import Store, flatten
+
+
+class ClassificationData(TokenizedDataModule):
+    """Classification batches `{"input_ids", "attention_mask", "labels"}` with `labels` indexing `label_names`.
+
+    Args:
+        dataset: Catalog name (`lightning-peft datasets` lists them) or a local .jsonl/.json/.csv/.parquet file.
+        tokenizer: Model name (zoo short name, hub id or folder) or a tokenizer object; linked from the model
+            by the CLI, so it may be null here but must be set before `setup()`.
+        text_column: Column holding the input text; the template sees it as `{text}`.
+        label_column: Column holding the class label.
+        template: Python format string filled from the record, e.g. "Question: {text}\\nAnswer type:".
+        label_names: Class names in index order; default: the catalog's fixed order, or the sorted labels of a file.
+        max_length: Maximum tokens per input (longer inputs are cut at the end).
+        batch_size: Training batch size.
+        eval_batch_size: Validation/test batch size.
+        val_size: Validation split: a fraction in [0, 1) or an example count; 0 for none.
+        test_size: Test split, like `val_size`; taken first from the seeded shuffle.
+        max_train_examples: Use only this many (seeded) training examples; null for all.
+        max_eval_examples: Use only this many validation and test examples each; null for all.
+        split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
+        bucket_by_length: Batch examples of similar length together (less padding); else a plain seeded shuffle.
+        num_workers: DataLoader worker processes.
+
+    Example::
+
+        dm = ClassificationData("trec6", tokenizer="smollm2-135m", template="Question: {text}\\nAnswer type:")
+        dm.setup()
+        batch = next(iter(dm.train_dataloader()))
+    """
+
+    accepted_kinds = ("classification",)
+    collate_kind = "classification"
+
+    def __init__(
+        self,
+        dataset: str = "trec6",
+        tokenizer: Union[str, Any, None] = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        template: str = "{text}",
+        label_names: Optional[Sequence[str]] = None,
+        max_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        val_size: SplitSize = 0.1,
+        test_size: SplitSize = 0.1,
+        max_train_examples: Optional[int] = None,
+        max_eval_examples: Optional[int] = None,
+        split_seed: int = 42,
+        bucket_by_length: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(dataset, tokenizer, batch_size, eval_batch_size, val_size, test_size, max_train_examples,
+                         max_eval_examples, split_seed, bucket_by_length, num_workers)
+        if not isinstance(max_length, int) or max_length < 1:
+            raise DataConfigError(f"max_length must be a positive integer, got {max_length!r}.")
+        if label_names is not None:
+            label_names = [str(name) for name in label_names]
+            if len(label_names) < 2 or len(set(label_names)) != len(label_names):
+                raise DataConfigError(f"label_names must list at least two distinct classes, got {label_names}.")
+        self.text_column = text_column
+        self.label_column = label_column
+        self.template = template
+        self._label_names = label_names
+        self.max_length = max_length
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in index order (reads the data on first use when neither given nor in the catalog)."""
+        if self._label_names is None:
+            if self.dataset in CATALOG and CATALOG[self.dataset].labels:
+                self._label_names = list(CATALOG[self.dataset].labels)
+            else:
+                from lightning_peft.data.catalog import load_records
+
+                self._label_names = sorted(self._check(load_records(self.dataset))[1])
+        return list(self._label_names)
+
+    def _check(self, records: list[Record]) -> tuple[list[Record], set[str]]:
+        if not records:
+            raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
+        require_columns(records, [self.text_column], self.dataset, "text_column")
+        require_columns(records, [self.label_column], self.dataset, "label_column")
+        kept = [r for r in records if str(r.get(self.text_column) or "").strip() and r.get(self.label_column) is not None]
+        return kept, {str(r[self.label_column]) for r in kept}
+
+    def prepare_records(self, records: list[Record]) -> list[Record]:
+        kept, seen = self._check(records)
+        unknown = sorted(seen - set(self.label_names))
+        if unknown:
+            raise DataConfigError(
+                f"Dataset {self.dataset!r} has labels {unknown[:5]} that are not in label_names {self.label_names}; "
+                f"add them to label_names or filter the data."
+            )
+        return kept
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {"kind": "classification", "columns": [self.text_column, self.label_column],
+                "template": self.template, "max_length": self.max_length, "label_names": self.label_names}
+
+    def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
+        import torch
+
+        texts = [fill(self.template, {**r, "text": r[self.text_column]}, "template") for r in records]
+        ids = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        index = {name: k for k, name in enumerate(self.label_names)}
+        labels = torch.tensor([index[str(r[self.label_column])] for r in records], dtype=torch.long)
+        return {**flatten(ids, "input_ids"), "label": labels}

@@ -1,0 +1,118 @@
+"""Instruction / dialogue SFT data: prompt + response + EOS, loss on the response tokens only."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from lightning_peft.data.base import Record, TokenizedDataModule, fill, require_columns
+from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.splits import SplitSize
+from lightning_peft.data.tokenized import Store, flatten
+
+
+def truncate_pair(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Fit prompt + response into `max_length`, cutting the prompt from the left first.
+
+    If the response alone is too long, the prompt keeps at most half the budget (its end) and the
+    response is cut at the right, so some response tokens (the training signal) always remain.
+    """
+    if len(prompt) + len(response) <= max_length:
+        return prompt, response
+    keep_prompt = min(len(prompt), max(max_length - len(response), max_length // 2))
+    prompt = prompt[len(prompt) - keep_prompt:]
+    return prompt, response[: max_length - keep_prompt]
+
+
+class SFTData(TokenizedDataModule):
+    """Causal-LM SFT batches `{"input_ids", "attention_mask", "labels"}`; `labels` is -100 on prompt and padding.
+
+    Args:
+        dataset: Catalog name of an SFT dataset (e.g. movie_dialog) or a local .jsonl/.json/.csv/.parquet file.
+        tokenizer: Model name or tokenizer object; may be null here if the CLI links it from the model.
+        prompt_column: Column holding the prompt; the template sees it as `{prompt}`.
+        response_column: Column holding the response the model learns to produce.
+        prompt_template: Python format string for the prompt, filled from the record (ignored with chat_template).
+        chat_template: Wrap the prompt as a user turn with the tokenizer's chat template plus the generation prompt.
+        max_length: Maximum tokens per example; the prompt is cut from the left first.
+        batch_size: Training batch size.
+        eval_batch_size: Validation/test batch size.
+        val_size: Validation split: a fraction in [0, 1) or an example count; 0 for none.
+        test_size: Test split, like `val_size`.
+        max_train_examples: Use only this many (seeded) training examples; null for all.
+        max_eval_examples: Use only this many validation and test examples each; null for all.
+        split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
+        bucket_by_length: Batch examples of similar length together; else a plain seeded shuffle.
+        num_workers: DataLoader worker processes.
+
+    Example::
+
+        dm = SFTData("movie_dialog", tokenizer="smollm2-135m", chat_template=True, max_train_examples=2000)
+    """
+
+    accepted_kinds = ("sft",)
+    collate_kind = "sft"
+
+    def __init__(
+        self,
+        dataset: str = "movie_dialog",
+        tokenizer: Union[str, Any, None] = None,
+        prompt_column: str = "prompt",
+        response_column: str = "response",
+        prompt_template: str = "{prompt}\n",
+        chat_template: bool = False,
+        max_length: int = 256,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        val_size: SplitSize = 0.1,
+        test_size: SplitSize = 0.1,
+        max_train_examples: Optional[int] = None,
+        max_eval_examples: Optional[int] = None,
+        split_seed: int = 42,
+        bucket_by_length: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(dataset, tokenizer, batch_size, eval_batch_size, val_size, test_size, max_train_examples,
+                         max_eval_examples, split_seed, bucket_by_length, num_workers)
+        if not isinstance(max_length, int) or max_length < 2:
+            raise DataConfigError(f"max_length must be an integer >= 2 (prompt and response), got {max_length!r}.")
+        self.prompt_column = prompt_column
+        self.response_column = response_column
+        self.prompt_template = prompt_template
+        self.chat_template = chat_template
+        self.max_length = max_length
+
+    def prepare_records(self, records: list[Record]) -> list[Record]:
+        if not records:
+            raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
+        require_columns(records, [self.prompt_column], self.dataset, "prompt_column")
+        require_columns(records, [self.response_column], self.dataset, "response_column")
+        return [r for r in records if str(r.get(self.response_column) or "").strip()]
+
+    def cache_fields(self) -> dict[str, Any]:
+        chat = getattr(self.tokenizer, "chat_template", None) if self.chat_template else None
+        return {"kind": "sft", "columns": [self.prompt_column, self.response_column],
+                "template": self.prompt_template, "chat_template": chat, "max_length": self.max_length,
+                "eos": getattr(self.tokenizer, "eos_token_id", None)}
+
+    def _prompt_texts(self, records: list[Record], tokenizer: Any) -> list[str]:
+        if not self.chat_template:
+            return [fill(self.prompt_template, {**r, "prompt": r[self.prompt_column]}, "prompt_template")
+                    for r in records]
+        if not getattr(tokenizer, "chat_template", None):
+            raise DataConfigError("chat_template=true but the tokenizer has no chat template; set it to false.")
+        return [tokenizer.apply_chat_template([{"role": "user", "content": str(r[self.prompt_column])}],
+                                              tokenize=False, add_generation_prompt=True) for r in records]
+
+    def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
+        import torch
+
+        if tokenizer.eos_token_id is None:
+            raise DataConfigError("SFT needs an EOS token to end responses; use a tokenizer that defines one.")
+        prompts = tokenizer(self._prompt_texts(records, tokenizer), add_special_tokens=not self.chat_template)
+        responses = tokenizer([str(r[self.response_column]) for r in records], add_special_tokens=False)
+        input_ids, prompt_lengths = [], []
+        for prompt, response in zip(prompts["input_ids"], responses["input_ids"]):
+            prompt, response = truncate_pair(list(prompt), list(response) + [tokenizer.eos_token_id], self.max_length)
+            input_ids.append(prompt + response)
+            prompt_lengths.append(len(prompt))
+        return {**flatten(input_ids, "input_ids"), "prompt_length": torch.tensor(prompt_lengths, dtype=torch.long)}
