@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning.pytorch.cli import lazy_instance
+from jsonargparse import lazy_instance
 
 from ..methods import Lora, PeftMethod, export_adapter, merge_adapter
 from ..tasks import Task, VerbalizerClassification
