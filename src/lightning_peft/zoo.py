@@ -8,6 +8,7 @@ later loads take about a second.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -113,6 +114,8 @@ def _tiny(config_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) ->
             if tok.bos_token_id is not None:
                 special["bos_token_id"] = tok.bos_token_id
             config = config_cls(vocab_size=len(tok), **special, **kwargs)
+            if config.is_encoder_decoder:  # T5 starts decoding from the pad token
+                config.decoder_start_token_id = tok.pad_token_id
             auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else (
                 transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
             )
@@ -122,7 +125,9 @@ def _tiny(config_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) ->
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
 
-        return _atomic_folder(cache_root() / "models" / f"tiny-{name}", write)
+        # The folder name carries a hash of the definition, so editing it never reuses a stale cache.
+        version = hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()[:8]
+        return _atomic_folder(cache_root() / "models" / f"tiny-{name}-{version}", write)
 
     return build
 
@@ -155,7 +160,7 @@ ZOO: dict[str, ZooEntry] = {
     "tiny-t5": ZooEntry(
         "random 2+2-layer T5 (d=64) with the SmolLM2 tokenizer, for tests",
         _tiny("T5Config", smollm2_tokenizer_dir, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2,
-              num_heads=4, decoder_start_token_id=None),
+              num_heads=4),
     ),
 }
 
