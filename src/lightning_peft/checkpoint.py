@@ -8,21 +8,29 @@ fingerprint ties it to the base it was trained on so it cannot load silently ont
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
+import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+HPARAMS_KEY = "hyper_parameters"  # LightningModule.CHECKPOINT_HYPER_PARAMS_KEY
 FINGERPRINT_SAMPLE = 4096  # elements per tensor folded into the fingerprint: enough to tell models apart, fast
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used as asked (one sentence: what is wrong and what to do instead)."""
+
+
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint was made for another base model, or lacks the parameters this model trains."""
 
 
@@ -59,9 +67,91 @@ def check_loadable(saved: dict[str, Any], current_fingerprint: str, trainable: s
     missing = sorted(trainable - set(saved.get("state_dict", {})))
     if missing:
         raise CheckpointMismatchError(
-            f"The checkpoint lacks {len(missing)} trainable parameters of this model (e.g. {missing[0]}); "
-            "it was made with another method configuration."
+            f"The checkpoint lacks {len(missing)} trainable parameters of this model (such as {missing[0]}), "
+            "so it was made with another method configuration; load it with the method settings it was trained with."
         )
+
+
+def weights_only_loadable(value: Any) -> bool:
+    """Whether `torch.load(weights_only=True)` can read `value` back (plain containers, numbers, strings, tensors)."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(value, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception:  # noqa: BLE001 - any failure means "not safe to store"
+        return False
+    return True
+
+
+def drop_unsafe_hparams(ckpt: dict[str, Any]) -> None:
+    """Remove hyperparameters that only a full unpickle could read (objects passed to `__init__` directly).
+
+    The CLI stores its configuration as plain dicts, which stay. A module built in Python keeps
+    the task and method objects themselves; pickling those would force every reader of the
+    checkpoint (resume included) to `weights_only=False`. Without them the checkpoint still
+    resumes; rebuilding the module from the checkpoint alone (`export`) then needs the CLI.
+    """
+    hparams = ckpt.get(HPARAMS_KEY)
+    if hparams is not None and not weights_only_loadable(hparams):
+        del ckpt[HPARAMS_KEY]
+        ckpt.pop("hparams_name", None)
+        ckpt.pop("hparams_type", None)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True` (no code runs), as one clear error when that fails."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - truncated zip, foreign pickle, not a checkpoint at all
+        raise CheckpointError(
+            f"{path} is not a checkpoint that loads safely ({type(error).__name__}); point to a .ckpt written by "
+            "`lightning-peft fit`."
+        ) from None
+
+
+def saved_module_class(ckpt: dict[str, Any], base: type) -> type:
+    """The subclass of `base` that wrote `ckpt`, as recorded by LightningCLI in its hyperparameters.
+
+    `base.load_from_checkpoint` alone would build `base` itself: Lightning drops the recorded
+    `_class_path` when `base.__init__` takes no `**kwargs`. Only classes already imported are
+    accepted (looked up in `sys.modules`), so reading a checkpoint never imports code.
+    """
+    hparams = ckpt.get(HPARAMS_KEY)
+    if not hparams:
+        raise CheckpointError(
+            "This checkpoint does not record how its module was built (it was not written by `lightning-peft fit`); "
+            "rebuild the module in Python with `<ModuleClass>.load_from_checkpoint(path, strict=False, backbone=..., "
+            "task=..., method=..., label_names=...)` and call its export method."
+        )
+    class_path = hparams.get("_class_path")
+    if class_path is None:
+        return base
+    module_name, _, name = str(class_path).rpartition(".")
+    found = getattr(sys.modules.get(module_name), name, None)
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise CheckpointError(
+            f"This checkpoint was written by {class_path!r}, which is not an imported {base.__name__} subclass; "
+            "import the package that defines it first."
+        )
+    return found
+
+
+def write_folder_atomically(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(folder)` on a temporary sibling of `target`, then rename it into place.
+
+    A failed or killed export then leaves no half-written folder under the real name. `target`
+    must not exist or be empty: a rename replaces an empty folder, never a full one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def capture_rng() -> dict[str, Any]:

@@ -93,12 +93,31 @@ def _export_parser(prog: str, what: str) -> ArgumentParser:
 
 
 def _load_for_export(ckpt_path: str, output_dir: str):
+    """Rebuild the LoRA-family module a `fit` checkpoint came from, with its trained adapter loaded.
+
+    Refuses before loading anything when the output folder holds files, so nothing is overwritten.
+    """
+    import warnings
+
+    from .checkpoint import CheckpointError, read_checkpoint, saved_module_class
+    from .modules import LoraModule
+
     target = Path(output_dir)
     if target.exists() and any(target.iterdir()):
         raise SystemExit(f"error: --output_dir {output_dir} is not empty; choose a new folder so nothing is overwritten.")
     if not Path(ckpt_path).is_file():
         raise SystemExit(f"error: --ckpt_path {ckpt_path} does not exist.")
-    return FineTuneModule.load_from_checkpoint(ckpt_path, strict=False, weights_only=True)
+    try:
+        module_class = saved_module_class(read_checkpoint(ckpt_path), FineTuneModule)
+        if not issubclass(module_class, LoraModule):
+            raise CheckpointError(
+                f"Only LoRA-family (peft) adapters export or merge; this checkpoint holds a {module_class.__name__}."
+            )
+        with warnings.catch_warnings():  # the frozen base is absent from the checkpoint by design
+            warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
+            return module_class.load_from_checkpoint(ckpt_path, map_location="cpu", strict=False, weights_only=True)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def export_command(argv: list[str]) -> None:

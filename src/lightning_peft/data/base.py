@@ -150,8 +150,11 @@ class TokenizedDataModule(LightningDataModule):
         if train and self._resume is not None:
             sampler.skip_batches(self._resume[1], epoch=self._resume[0])
             self._resume = None
+        # A private generator: otherwise each `iter()` draws a worker seed from the global RNG, and a run
+        # resumed at an epoch boundary would draw it before its RNG state is restored, shifting every dropout mask.
         return DataLoader(data, batch_sampler=sampler, collate_fn=PadCollator(self.pad_token_id, self.collate_kind),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.split_seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -140,8 +140,10 @@ class FineTuneModule(L.LightningModule):
         ckpt["state_dict"] = checkpoint.trainable_state(ckpt["state_dict"], self)
         ckpt["lightning_peft"] = {"fingerprint": self.base_fingerprint, "backbone": self.backbone}
         ckpt["rng_states"] = checkpoint.capture_rng()
+        checkpoint.drop_unsafe_hparams(ckpt)
 
     def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        self.configure_model()  # the fingerprint needs the base; a no-op when already built
         checkpoint.check_loadable(ckpt, self.base_fingerprint, self.trainable_parameter_names(), self.backbone)
         self._pending_rng = ckpt.get("rng_states")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from jsonargparse import lazy_instance
 
+from ..checkpoint import write_folder_atomically
 from ..methods import Lora, PeftMethod, export_adapter, merge_adapter
 from ..tasks import Task, VerbalizerClassification
 from .base import FineTuneModule
@@ -39,15 +40,21 @@ class LoraModule(FineTuneModule):
     def export_peft(self, output_dir: str | Path) -> Path:
         """Write the adapter in peft format plus the tokenizer; `PeftModel.from_pretrained` reads it."""
         self.configure_model()
-        path = export_adapter(self.model, output_dir)
-        self.tokenizer.save_pretrained(str(path))
-        return path
+
+        def write(folder: Path) -> None:
+            export_adapter(self.model, folder)
+            self.tokenizer.save_pretrained(str(folder))
+
+        return write_folder_atomically(output_dir, write)
 
     def export_merged(self, output_dir: str | Path) -> Path:
         """Fold the adapter into the base and write a plain `transformers` folder (plus tokenizer)."""
         self.configure_model()
-        merged = merge_adapter(self.model)
-        merged.save_pretrained(str(output_dir), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(output_dir))
-        self.model = None  # the adapter was folded in; rebuild before any further use
-        return Path(output_dir)
+
+        def write(folder: Path) -> None:
+            merged = merge_adapter(self.model)
+            self.model = None  # the adapter is folded in (even if saving fails); rebuild before any further use
+            merged.save_pretrained(str(folder), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(folder))
+
+        return write_folder_atomically(output_dir, write)

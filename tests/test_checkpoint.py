@@ -1,0 +1,94 @@
+"""Adapter-only checkpoints: what they hold, what they refuse to load onto, and how they are written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lightning_peft import zoo
+from lightning_peft.checkpoint import AtomicCheckpointIO, CheckpointMismatchError
+from lightning_peft.cli import LightningPeftCLI
+from lightning_peft.modules import FineTuneModule
+from tests import helpers
+
+
+def assert_one_sentence(message: str) -> None:
+    assert "\n" not in message and message.endswith(".") and ". " not in message, message
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A LoRA module trained 2 steps in Python (not through the CLI), and the checkpoint it wrote."""
+    root = tmp_path_factory.mktemp("trained")
+    module = helpers.lora_module()
+    saver = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2, filename="{step}")
+    helpers.trainer(root, max_steps=2, callbacks=[saver]).fit(
+        module, datamodule=helpers.classification_data(helpers.write_jsonl(root / "data.jsonl")))
+    return module, root / "ckpt" / "step=2.ckpt"
+
+
+def test_checkpoint_holds_trainable_parameters_and_training_state_only(trained):
+    module, path = trained
+    saved = torch.load(path, weights_only=True)  # also proves no pickled objects (task, method) were stored
+    assert set(saved["state_dict"]) == module.trainable_parameter_names()
+    assert all("lora_" in name for name in saved["state_dict"])
+    base_bytes = (Path(zoo.resolve(helpers.BACKBONE)) / "model.safetensors").stat().st_size
+    assert path.stat().st_size < base_bytes / 20
+    for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops", "ClassificationData", "rng_states"):
+        assert saved[key], key
+    assert saved["ClassificationData"] == {"epoch": 0, "batches_processed": 2}
+    assert saved["lightning_peft"] == {"fingerprint": module.base_fingerprint, "backbone": helpers.BACKBONE}
+
+
+def _same_architecture_other_weights(folder: Path) -> str:
+    """tiny-llama's config and tokenizer with weights drawn from another seed."""
+    source = zoo.resolve(helpers.BACKBONE)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        AutoModelForCausalLM.from_config(zoo.load_config(helpers.BACKBONE)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize(("base", "targets", "match"), [
+    ("other-weights", helpers.TARGETS, "was trained on base model 'tiny-llama'"),
+    ("tiny-gpt2", ["c_attn"], "was trained on base model 'tiny-llama'"),
+    (helpers.BACKBONE, ["q_proj", "k_proj"], "lacks 4 trainable parameters"),
+])
+def test_resuming_onto_another_base_or_method_fails_in_one_sentence(trained, tmp_path, base, targets, match):
+    backbone = _same_architecture_other_weights(tmp_path / "other") if base == "other-weights" else base
+    data = helpers.classification_data(helpers.write_jsonl(tmp_path / "data.jsonl"))
+    with pytest.raises(CheckpointMismatchError, match=match) as error:
+        helpers.trainer(tmp_path, max_steps=3).fit(helpers.lora_module(backbone, targets), datamodule=data,
+                                                   ckpt_path=str(trained[1]))
+    assert_one_sentence(str(error.value))
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, target)
+
+    def save_half_then_fail(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half a zip archive")  # what a killed writer would leave behind
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": torch.tensor(2)}, target)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+    assert torch.load(target, weights_only=True) == {"step": torch.tensor(1)}
+
+
+def test_the_cli_writes_checkpoints_atomically(tmp_path):
+    config = helpers.cli_config(tmp_path, helpers.write_jsonl(tmp_path / "data.jsonl"))
+    cli = LightningPeftCLI(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                           args=["--config", str(config)], run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
