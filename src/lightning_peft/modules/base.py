@@ -86,7 +86,9 @@ class FineTuneModule(L.LightningModule):
 
             base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=self.gradient_checkpointing)
         adapted = self.adapt(base)
-        self.model, self.groups = adapted.model, adapted.groups
+        # from_pretrained returns eval mode and Lightning 2.6 keeps each module's mode, so without
+        # this the base's dropout layers would stay off during training.
+        self.model, self.groups = adapted.model.train(), adapted.groups
         unknown = sorted(set(self.group_lr) - set(self.groups))
         if unknown:
             raise MethodConfigError(f"group_lr names groups {unknown}, but this method trains {sorted(self.groups)}.")
