@@ -2,6 +2,8 @@
 
 from .base import Adapted, Method, MethodConfigError, freeze, trainable_groups
 from .lora import IA3, Lora, PeftMethod, export_adapter, merge_adapter
+from .selective import HFT, BitFit, EmbeddingsAndHead, FullFineTuning, HalfSelection, LastBlock, transformer_layers
 
-__all__ = ["Adapted", "IA3", "Lora", "Method", "MethodConfigError", "PeftMethod", "export_adapter", "freeze",
+__all__ = ["HFT", "Adapted", "BitFit", "EmbeddingsAndHead", "FullFineTuning", "HalfSelection", "IA3", "LastBlock",
+           "transformer_layers", "Lora", "Method", "MethodConfigError", "PeftMethod", "export_adapter", "freeze",
            "merge_adapter", "trainable_groups"]

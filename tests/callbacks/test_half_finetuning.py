@@ -1,0 +1,98 @@
+"""HalfFineTuning on a LightningModule that is not ours: a plain module holding a transformers model."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_peft.callbacks import HalfFineTuning
+from lightning_peft.methods.selective import transformer_layers
+from tests.conftest import tiny_causal_lm
+
+
+class ForeignLM(L.LightningModule):
+    """What a user might write: no lightning_peft base class, optimizer over all parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.lm = tiny_causal_lm()
+
+    def training_step(self, batch, batch_idx):
+        (ids,) = batch
+        return self.lm(input_ids=ids, labels=ids).loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=1e-2)
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.9)}
+
+
+def _loader():
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randint(0, 500, (16, 12), generator=g)), batch_size=4)
+
+
+def _trainer(tmp_path, epochs, callbacks, **kw):
+    return L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=tmp_path, callbacks=callbacks, **kw)
+
+
+def _frozen_names(module):
+    return {n for n, p in module.lm.named_parameters() if not p.requires_grad}
+
+
+def test_freeze_mode_trains_one_half_and_keeps_no_state_for_the_other(tmp_path):
+    module, hft = ForeignLM(), HalfFineTuning(every_n_epochs=1, seed=0)
+    start = {n: p.detach().clone() for n, p in module.lm.named_parameters()}
+    trainer = _trainer(tmp_path, 1, [hft], enable_checkpointing=False)
+    trainer.fit(module, _loader())
+    frozen = _frozen_names(module)
+    layer_params = {n for n, _ in module.lm.named_parameters() if ".layers." in n}
+    assert frozen & layer_params and layer_params - frozen
+    params = dict(module.lm.named_parameters())
+    assert all(torch.equal(params[n], start[n]) for n in frozen)
+    assert all(not torch.equal(params[n], start[n]) for n in layer_params - frozen)
+    (optimizer,) = trainer.optimizers
+    held = {id(p) for p in optimizer.state}
+    assert held and not held & {id(params[n]) for n in frozen}
+    assert trainer.lr_scheduler_configs[0].scheduler.optimizer is optimizer
+
+
+def test_each_epoch_stage_draws_a_new_half(tmp_path):
+    module, hft = ForeignLM(), HalfFineTuning(every_n_epochs=1, seed=0)
+    _trainer(tmp_path, 2, [hft], enable_checkpointing=False).fit(module, _loader())
+    assert [h["stage"] for h in hft.history] == [0, 1]
+    assert hft.history[0]["frozen"] != hft.history[1]["frozen"]
+
+
+def test_reset_mode_restores_the_selected_half_bit_for_bit(tmp_path):
+    module, hft = ForeignLM(), HalfFineTuning(every_n_epochs=1, mode="reset", seed=0)
+    start = {n: p.detach().clone() for n, p in module.lm.named_parameters()}
+    _trainer(tmp_path, 1, [hft], enable_checkpointing=False).fit(module, _loader())
+    assert not _frozen_names(module)  # reset mode trains everything during the stage
+    selected = set()
+    for i, names in hft.history[0]["frozen"].items():
+        selected |= {n for n, _ in module.lm.named_parameters() if f".layers.{i}." in n and n.split(".")[-2] in names}
+    params = dict(module.lm.named_parameters())
+    assert selected and all(torch.equal(params[n], start[n]) for n in selected)
+    others = {n for n in params if ".layers." in n and n not in selected and "norm" not in n}
+    assert all(not torch.equal(params[n], start[n]) for n in others)
+
+
+def test_resume_mid_stage_keeps_the_selection(tmp_path):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1)
+    first = HalfFineTuning(every_n_epochs=2, seed=4)
+    original = ForeignLM()
+    _trainer(tmp_path, 1, [first, ckpt]).fit(original, _loader())  # stops inside stage 0
+    module, resumed = ForeignLM(), HalfFineTuning(every_n_epochs=2, seed=4)
+    trainer = _trainer(tmp_path, 2, [resumed])
+    trainer.fit(module, _loader(), ckpt_path=str(next((tmp_path / "ckpt").glob("*.ckpt"))))
+    assert resumed.stage == 0 and len(resumed.history) == 1
+    assert resumed.history[0]["frozen"] == first.history[0]["frozen"]
+    assert _frozen_names(module) == _frozen_names(original)
+    assert len(trainer.optimizers[0].state) == sum(p.requires_grad for p in module.parameters())
+
+
+def test_rejects_a_bad_stage_length():
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        HalfFineTuning(every_n_epochs=0)
