@@ -49,9 +49,8 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def trainable_state(state_dict: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
-    """Keep only the entries of `state_dict` that are trainable parameters of `module`."""
-    keep = {name for name, p in module.named_parameters() if p.requires_grad}
+def trainable_state(state_dict: dict[str, torch.Tensor], keep: set[str]) -> dict[str, torch.Tensor]:
+    """Keep only the entries of `state_dict` named in `keep` (the parameters a method trains)."""
     return {k: v for k, v in state_dict.items() if k in keep}
 
 

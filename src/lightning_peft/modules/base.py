@@ -136,10 +136,15 @@ class FineTuneModule(L.LightningModule):
     # -- adapter-only checkpoints ---------------------------------------------------------
 
     def trainable_parameter_names(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.requires_grad}
+        """Every parameter the method may train, frozen for now or not.
+
+        Taken from the method's groups rather than `requires_grad`: a callback such as
+        HalfFineTuning freezes weights that an earlier stage trained, and those must be saved too.
+        """
+        return {f"model.{name}" for group in self.groups.values() for name in group}
 
     def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
-        ckpt["state_dict"] = checkpoint.trainable_state(ckpt["state_dict"], self)
+        ckpt["state_dict"] = checkpoint.trainable_state(ckpt["state_dict"], self.trainable_parameter_names())
         ckpt["lightning_peft"] = {"fingerprint": self.base_fingerprint, "backbone": self.backbone}
         ckpt["rng_states"] = checkpoint.capture_rng()
         checkpoint.drop_unsafe_hparams(ckpt)
