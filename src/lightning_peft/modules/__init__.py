@@ -2,5 +2,6 @@
 
 from .base import FineTuneModule
 from .lora import LoraModule
+from .selective import SelectiveModule
 
-__all__ = ["FineTuneModule", "LoraModule"]
+__all__ = ["FineTuneModule", "LoraModule", "SelectiveModule"]

@@ -1,0 +1,39 @@
+"""The selective fine-tuning LightningModule: full fine-tuning, HFT, lightweight variants, BitFit.
+
+These methods train the model's own weights, so a checkpoint holds every weight the method can
+train (all of them for full fine-tuning and HFT). HFT's per-stage selection is the
+`HalfFineTuning` callback's job; the module only has to train whatever is left trainable.
+"""
+
+from __future__ import annotations
+
+from jsonargparse import lazy_instance
+
+from ..methods import HFT, BitFit, EmbeddingsAndHead, FullFineTuning, LastBlock
+from ..tasks import CausalLMSFT, Task
+from .base import FineTuneModule
+
+SelectiveMethod = FullFineTuning | HFT | EmbeddingsAndHead | LastBlock | BitFit
+
+
+class SelectiveModule(FineTuneModule):
+    """Fine-tune a subset of the backbone's own weights (or all of them).
+
+    Example::
+
+        lightning-peft fit --config configs/selective/hft_two_tasks.yaml
+
+    Args:
+        task: The objective (CausalLMSFT, VerbalizerClassification, HeadClassification, Seq2Seq).
+        method: FullFineTuning (pair it with the HalfFineTuning callback for HFT across stages),
+            HFT (one fixed half), EmbeddingsAndHead, LastBlock or BitFit.
+        **kwargs: Everything else of `FineTuneModule` (backbone, optimizer, gradient_checkpointing, ...).
+    """
+
+    def __init__(
+        self,
+        task: Task = lazy_instance(CausalLMSFT),
+        method: SelectiveMethod = lazy_instance(FullFineTuning),
+        **kwargs,
+    ) -> None:
+        super().__init__(task=task, method=method, **kwargs)
