@@ -8,17 +8,29 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 
 import lightning as L
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from . import quantization as quant
 from .callbacks import RunSummary
-from .checkpoint import AtomicCheckpointIO
+from .checkpoint import AtomicCheckpointIO, CheckpointMismatchError
+from .data import DataConfigError
+from .methods import MethodConfigError
 from .modules import FineTuneModule
+from .tasks import TaskConfigError
+from .zoo import ModelNotFoundError
+
+# Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
+# `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
+USER_ERRORS = (CheckpointMismatchError, DataConfigError, MethodConfigError, ModelNotFoundError,
+               quant.QuantizationError, TaskConfigError)
 
 EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge` (each with --help)."
 
@@ -42,6 +54,34 @@ class LightningPeftCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="Run the test set with the final weights when fit ends (if the data has a test split).",
         )
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning replaces the model config with the checkpoint's hyperparameters here, so a
+        # backbone the user set explicitly would be ignored without a word; say so instead.
+        config = self.config.get(self.config.get("subcommand") or "", {})
+        ckpt_path, wanted = config.get("ckpt_path"), config.get("model.init_args.backbone")
+        if ckpt_path and wanted and Path(ckpt_path).is_file():
+            import torch
+
+            try:
+                saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - unreadable checkpoints are reported by the loader itself
+                saved = {}
+            trained_on = saved.get("lightning_peft", {}).get("backbone") or saved.get("hyper_parameters", {}).get("backbone")
+            if trained_on and trained_on != wanted:
+                raise CheckpointMismatchError(
+                    f"--ckpt_path {ckpt_path} was trained on base model {trained_on!r}, but the config asks for "
+                    f"backbone {wanted!r}; set model.init_args.backbone to {trained_on!r} or start without --ckpt_path."
+                )
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        # Machine-independent conflicts first: on a CPU, Lightning would otherwise stop at "FSDP needs
+        # a GPU" (or "install deepspeed"), and after fixing that the user would still hit this one.
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        kind = config.get("model.init_args.quantization") if config.get("model.init_args") else None
+        quant.check_strategy(kind, config.get("trainer.strategy", "auto"))
+        quant.check_available(kind)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -135,20 +175,70 @@ def merge_command(argv: list[str]) -> None:
 COMMANDS = {"models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command}
 
 
+def _user_error(error: BaseException) -> BaseException | None:
+    """Our one-sentence error behind `error` (jsonargparse wraps the ones raised while instantiating)."""
+    while error is not None:
+        if isinstance(error, USER_ERRORS):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _condense(message: str) -> str:
+    """One line from jsonargparse's multi-line parse error, keeping what names the problem."""
+    unknown = re.search(r"Option '([^']+)' is not accepted", message)
+    if unknown:
+        key = re.search(r'Parser key "([^"]+)"', message)
+        where = f" under {key.group(1)}" if key else ""
+        return (f"unknown option {unknown.group(1)!r}{where}; check its spelling against "
+                "`lightning-peft fit --help` (or --model.help / --data.help <class_path>).")
+    noise = ("Given value", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>")
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(noise)]
+    return " ".join(lines)
+
+
+def _check_yaml(argv: list[str]) -> None:
+    """Name the file and line of a malformed --config (jsonargparse reports only "<unicode string>")."""
+    import yaml
+
+    paths = [b for a, b in zip(argv, argv[1:]) if a == "--config"] + [a[9:] for a in argv if a.startswith("--config=")]
+    for path in filter(os.path.isfile, paths):
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or type(err).__name__
+            print(f"error: {path} is not valid YAML ({problem}{where}); fix that line.", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])
         return
-    LightningPeftCLI(
-        FineTuneModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": f"Parameter-efficient fine-tuning with Lightning. {EXTRA_COMMANDS}"},
-        args=argv,
-    )
+    _check_yaml(argv)
+    try:
+        LightningPeftCLI(
+            FineTuneModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": f"Parameter-efficient fine-tuning with Lightning. {EXTRA_COMMANDS}",
+                           "exit_on_error": False},
+            args=argv,
+        )
+    except (ArgumentError, ValueError) as error:
+        if os.environ.get("LIGHTNING_PEFT_DEBUG"):
+            raise
+        ours = _user_error(error)
+        if ours is None and not isinstance(error, ArgumentError):
+            raise
+        message = str(ours) if ours is not None else _condense(str(error))
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

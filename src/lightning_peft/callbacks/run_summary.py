@@ -45,11 +45,14 @@ class RunSummary(L.Callback):
     def __init__(self, filename: str = "metrics.json") -> None:
         self.filename = filename
 
-    @rank_zero_only
     def _record(self, trainer: L.Trainer, stage: str) -> None:
+        # On every rank: `trainer.log_dir` is a broadcast, so calling it on rank 0 alone deadlocks DDP.
+        self._write(trainer, stage, run_dir(trainer) / self.filename)
+
+    @rank_zero_only
+    def _write(self, trainer: L.Trainer, stage: str, path: Path) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         section = f"{stage}_before_training" if stage != "fit" and trainer.global_step == 0 else stage
-        path = run_dir(trainer) / self.filename
         summary = json.loads(path.read_text()) if path.exists() else {}
         summary[section] = {**metrics, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
         write_json_atomic(path, summary)

@@ -1,0 +1,78 @@
+"""DDP over 2 CPU processes (gloo) trains exactly like 1 process at the same global batch.
+
+The equivalence that holds exactly: with 8 training examples, every optimizer step of
+1 process x batch 8 and of 2 processes x batch 4 sees the same 8 examples (one batch per epoch),
+and DDP averages the two ranks' mean losses' gradients, which equals the gradient of the mean
+over all 8. So after the same number of AdamW steps the adapter weights agree up to float
+rounding (reduction order), and so do the validation/test metrics, which torchmetrics and
+`sync_dist` reduce across ranks. With more examples per epoch the two runs would batch
+different examples together (DistributedSampler interleaves indices), so that is not asserted.
+Dropout is off because each process draws its own masks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 3
+
+
+def _fit(root: Path, devices: int, batch_size: int) -> subprocess.Popen:
+    args = [
+        sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml"),
+        "--model.init_args.backbone", "tiny-llama",
+        "--model.init_args.method.init_args.dropout", "0.0",
+        "--model.init_args.optimizer.init_args.lr", "0.05",
+        "--data.init_args.bucket_by_length", "false",
+        "--data.init_args.max_train_examples", "8",
+        "--data.init_args.max_eval_examples", "16",
+        "--data.init_args.batch_size", str(batch_size),
+        "--data.init_args.eval_batch_size", "4",
+        "--trainer.max_steps", str(STEPS), "--trainer.val_check_interval", "1.0",
+        "--trainer.limit_val_batches", "1.0", "--trainer.enable_progress_bar", "false",
+        "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
+        "--trainer.default_root_dir", str(root), "--test_before_fit", "false",
+    ]
+    if devices > 1:
+        args += ["--trainer.strategy", "ddp"]  # Lightning picks gloo on CPU
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(root / "output.log", "w") as log:  # a file, not a pipe: the two runs go concurrently
+        return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _finish(process: subprocess.Popen, root: Path) -> tuple[dict, dict]:
+    process.wait(timeout=300)
+    assert process.returncode == 0, (root / "output.log").read_text()[-3000:]
+    run = root / "lightning_logs" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return metrics, state
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(400)
+def test_ddp_two_cpu_processes_match_one_process(tmp_path):
+    single_root, ddp_root = tmp_path / "single", tmp_path / "ddp"
+    single_root.mkdir(), ddp_root.mkdir()
+    processes = [_fit(single_root, devices=1, batch_size=8), _fit(ddp_root, devices=2, batch_size=4)]
+    (single_metrics, single_state), (ddp_metrics, ddp_state) = _finish(processes[0], single_root), _finish(processes[1], ddp_root)
+
+    assert single_metrics["fit"]["global_step"] == ddp_metrics["fit"]["global_step"] == STEPS
+    assert set(single_state) == set(ddp_state) and any("lora_B" in k for k in single_state)
+    for name, value in single_state.items():
+        if "lora_B" in name:
+            assert value.abs().max() > 1e-3, f"{name} did not train; the comparison would be vacuous"
+        torch.testing.assert_close(ddp_state[name], value, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    for stage in ("fit", "test"):
+        for key, value in single_metrics[stage].items():
+            if key.startswith(("val/", "test/")):
+                assert ddp_metrics[stage][key] == pytest.approx(value, rel=1e-4, abs=1e-5), (stage, key)
