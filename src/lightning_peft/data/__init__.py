@@ -9,6 +9,7 @@ from lightning_peft.data.classification import ClassificationData
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.sampler import LengthBucketBatchSampler
 from lightning_peft.data.seq2seq import Seq2SeqData
+from lightning_peft.data.sequence import TaskSequenceData
 from lightning_peft.data.sft import SFTData
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "LengthBucketBatchSampler",
     "SFTData",
     "Seq2SeqData",
+    "TaskSequenceData",
     "list_datasets",
     "load_records",
 ]

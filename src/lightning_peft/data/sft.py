@@ -27,7 +27,8 @@ class SFTData(TokenizedDataModule):
     """Causal-LM SFT batches `{"input_ids", "attention_mask", "labels"}`; `labels` is -100 on prompt and padding.
 
     Args:
-        dataset: Catalog name of an SFT dataset (e.g. movie_dialog) or a local .jsonl/.json/.csv/.parquet file.
+        dataset: Catalog name of an SFT dataset (e.g. movie_dialog), of a classification set used as
+            instructions (set prompt_column: text, response_column: label), or a local .jsonl/.json/.csv/.parquet file.
         tokenizer: Model name or tokenizer object; may be null here if the CLI links it from the model.
         prompt_column: Column holding the prompt; the template sees it as `{prompt}`.
         response_column: Column holding the response the model learns to produce.
@@ -49,7 +50,7 @@ class SFTData(TokenizedDataModule):
         dm = SFTData("movie_dialog", tokenizer="smollm2-135m", chat_template=True, max_train_examples=2000)
     """
 
-    accepted_kinds = ("sft",)
+    accepted_kinds = ("sft", "classification")  # a labelled set as instructions: text -> label word
     collate_kind = "sft"
 
     def __init__(

@@ -7,7 +7,7 @@ optimizer groups and adapter-only checkpoints live here once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -18,6 +18,17 @@ from .. import checkpoint, zoo
 from .. import quantization as quant
 from ..methods import Adapted, Method, MethodConfigError
 from ..tasks import Task
+
+
+@runtime_checkable
+class NamedEvaluationSets(Protocol):
+    """Data with several evaluation sets (e.g. a task sequence): metrics are logged per name."""
+
+    task_names: list[str]
+
+
+def _module_key(name: str) -> str:
+    return name.replace(".", "_")  # ModuleDict keys cannot hold dots (a file path might)
 
 
 class FineTuneModule(L.LightningModule):
@@ -59,8 +70,9 @@ class FineTuneModule(L.LightningModule):
         # Cheap checks first, so a bad name or label set fails before any weights load.
         self.tokenizer = zoo.load_tokenizer(backbone)
         task.bind(self.tokenizer, label_names)
-        self.val_metrics = task.metrics().clone(prefix="val/")
-        self.test_metrics = task.metrics().clone(prefix="test/")
+        # "<split>" or "<split>:<task>" -> metrics; per-task entries are added in setup() from the data
+        self.eval_metrics = nn.ModuleDict({split: task.metrics().clone(prefix=f"{split}/") for split in ("val", "test")})
+        self._eval_keys = {"val": ["val"], "test": ["test"]}
         self.model: nn.Module | None = None
         self.groups: dict[str, dict[str, nn.Parameter]] = {}
         self.base_fingerprint: str | None = None
@@ -71,6 +83,16 @@ class FineTuneModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         quant.check_strategy(self.quantization, type(self.trainer.strategy).__name__)
+        data = self.trainer.datamodule
+        names = list(data.task_names) if isinstance(data, NamedEvaluationSets) and len(data.task_names) > 1 else [None]
+        # Created here, not on first use: Lightning maps logged Metric objects to attributes once.
+        for split in ("val", "test"):
+            for name in names:
+                key = split if name is None else f"{split}:{_module_key(name)}"
+                if key not in self.eval_metrics:
+                    prefix = f"{split}/" if name is None else f"{split}/{name}/"
+                    self.eval_metrics[key] = self.task.metrics().clone(prefix=prefix)
+        self._eval_keys = {split: [split if n is None else f"{split}:{_module_key(n)}" for n in names] for split in ("val", "test")}
 
     def configure_model(self) -> None:
         """Load the base, fingerprint it, and apply the method (once; Lightning may call this again)."""
@@ -120,18 +142,19 @@ class FineTuneModule(L.LightningModule):
         self.log("train/loss", output.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return output.loss
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], metrics, stage: str) -> None:
+    def _evaluate(self, batch: dict[str, torch.Tensor], split: str, dataloader_idx: int) -> None:
+        metrics = self.eval_metrics[self._eval_keys[split][dataloader_idx]]
         output = self.task.step(self.model, batch)
         self.task.update(metrics, output)
         size = batch["input_ids"].shape[0]
-        self.log(f"{stage}/loss", output.loss, sync_dist=True, batch_size=size)
-        self.log_dict(metrics, prog_bar=True, batch_size=size)
+        self.log(f"{metrics.prefix}loss", output.loss, sync_dist=True, batch_size=size, add_dataloader_idx=False)
+        self.log_dict(metrics, prog_bar=True, batch_size=size, add_dataloader_idx=False)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "test", dataloader_idx)
 
     # -- adapter-only checkpoints ---------------------------------------------------------
 
