@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import quantization as quant
 from .callbacks import RunSummary
-from .checkpoint import AtomicCheckpointIO, CheckpointMismatchError
+from .checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
 from .data import DataConfigError
 from .methods import MethodConfigError
 from .modules import FineTuneModule
@@ -29,7 +29,7 @@ from .zoo import ModelNotFoundError
 
 # Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
 # `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
-USER_ERRORS = (CheckpointMismatchError, DataConfigError, MethodConfigError, ModelNotFoundError,
+USER_ERRORS = (CheckpointError, DataConfigError, MethodConfigError, ModelNotFoundError,
                quant.QuantizationError, TaskConfigError)
 
 EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge` (each with --help)."

@@ -138,10 +138,12 @@ class ZooEntry:
 
     description: str
     folder: Callable[[], Path]
+    tokenizer_folder: Callable[[], Path] | None = None  # when the tokenizer is cheaper to get than the weights
 
 
 ZOO: dict[str, ZooEntry] = {
-    "smollm2-135m": ZooEntry("SmolLM2-135M-Instruct (LlamaForCausalLM, 134.5M params, 30 layers, d=576)", smollm2_dir),
+    "smollm2-135m": ZooEntry("SmolLM2-135M-Instruct (LlamaForCausalLM, 134.5M params, 30 layers, d=576)", smollm2_dir,
+                             smollm2_tokenizer_dir),
     "minilm-l6": ZooEntry("all-MiniLM-L6-v2 sentence encoder (BertModel, 22.7M params, 6 layers, d=384)", minilm_dir),
     "tiny-llama": ZooEntry(
         "random 2-layer Llama (d=64) with the SmolLM2 tokenizer, for tests",
@@ -194,7 +196,13 @@ def _tokenizer(folder: str) -> PreTrainedTokenizerBase:
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """The tokenizer for a model name, with a pad token set (EOS when the model has none)."""
+    """The tokenizer for a model name, with a pad token set (EOS when the model has none).
+
+    For SmolLM2 this reads only the tokenizer, so parsing a config never converts the weights.
+    """
+    entry = ZOO.get(name)
+    if entry is not None and entry.tokenizer_folder is not None:
+        return _tokenizer(str(entry.tokenizer_folder()))
     return _tokenizer(resolve(name))
 
 

@@ -43,7 +43,8 @@ class FineTuneModule(L.LightningModule):
             one parameter group per method group, each carrying its `name`.
         lr_scheduler: Optional learning-rate scheduler class and arguments, stepped every step.
         group_lr: Learning rate per named parameter group (e.g. {head: 1e-3}); others use the optimizer's lr.
-        quantization: Load the frozen base in "int8" (LLM.int8) or "nf4" (QLoRA) with bitsandbytes (CUDA only).
+        quantization: Load the frozen base in "int8" (LLM.int8) or "nf4" (QLoRA) with bitsandbytes
+            (CUDA, or CPU with bitsandbytes>=0.50).
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
     """
 
