@@ -22,6 +22,7 @@ from . import quantization as quant
 from .callbacks import RunSummary
 from .checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
 from .data import DataConfigError
+from .evaluate_cmd import evaluate_command
 from .methods import MethodConfigError
 from .modules import FineTuneModule
 from .tasks import TaskConfigError
@@ -172,7 +173,8 @@ def merge_command(argv: list[str]) -> None:
     print(f"Merged model saved to {module.export_merged(args.output_dir)}")
 
 
-COMMANDS = {"models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command}
+COMMANDS = {"models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command,
+            "evaluate": evaluate_command}
 
 
 def _user_error(error: BaseException) -> BaseException | None:
