@@ -99,6 +99,14 @@ class TokenizedDataModule(LightningDataModule):
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
         raise NotImplementedError
 
+    def pair_records(self, records: list[Record], source: tuple[str, str], target: tuple[str, str]) -> list[Record]:
+        """Check an (input, output) column pair, given as (column, argument name), and drop empty outputs."""
+        if not records:
+            raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
+        for column, argument in (source, target):
+            require_columns(records, [column], self.dataset, argument)
+        return [r for r in records if str(r.get(target[0]) or "").strip()]
+
     def cache_fields(self) -> dict[str, Any]:
         """Every argument that changes the token ids (goes into the cache key)."""
         raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from lightning_peft.data.base import Record, TokenizedDataModule, fill, require_columns
+from lightning_peft.data.base import Record, TokenizedDataModule, fill
 from lightning_peft.data.catalog import dataset_kind
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.splits import SplitSize
@@ -76,11 +76,7 @@ class Seq2SeqData(TokenizedDataModule):
         self.max_target_length = max_target_length
 
     def prepare_records(self, records: list[Record]) -> list[Record]:
-        if not records:
-            raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
-        require_columns(records, [self.source_column], self.dataset, "source_column")
-        require_columns(records, [self.target_column], self.dataset, "target_column")
-        return [r for r in records if str(r.get(self.target_column) or "").strip()]
+        return self.pair_records(records, (self.source_column, "source_column"), (self.target_column, "target_column"))
 
     def cache_fields(self) -> dict[str, Any]:
         return {"kind": "seq2seq", "columns": [self.source_column, self.target_column],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from lightning_peft.data.base import Record, TokenizedDataModule, fill, require_columns
+from lightning_peft.data.base import Record, TokenizedDataModule, fill
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.splits import SplitSize
 from lightning_peft.data.tokenized import Store, flatten
@@ -83,11 +83,7 @@ class SFTData(TokenizedDataModule):
         self.max_length = max_length
 
     def prepare_records(self, records: list[Record]) -> list[Record]:
-        if not records:
-            raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
-        require_columns(records, [self.prompt_column], self.dataset, "prompt_column")
-        require_columns(records, [self.response_column], self.dataset, "response_column")
-        return [r for r in records if str(r.get(self.response_column) or "").strip()]
+        return self.pair_records(records, (self.prompt_column, "prompt_column"), (self.response_column, "response_column"))
 
     def cache_fields(self) -> dict[str, Any]:
         chat = getattr(self.tokenizer, "chat_template", None) if self.chat_template else None
