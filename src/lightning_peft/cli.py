@@ -4,6 +4,7 @@
     lightning-peft models | datasets                           # the offline zoo and data catalog
     lightning-peft export --ckpt_path C --output_dir D         # adapter in peft format
     lightning-peft merge --ckpt_path C --output_dir D          # adapter folded into a plain transformers folder
+    lightning-peft evaluate --ckpt_path C                      # forgetting / ICL / robustness probes vs the base
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .zoo import ModelNotFoundError
 USER_ERRORS = (CheckpointError, DataConfigError, MethodConfigError, ModelNotFoundError,
                quant.QuantizationError, TaskConfigError)
 
-EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge` (each with --help)."
+EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge`, `evaluate` (each with --help)."
 
 
 def _label_names(data: L.LightningDataModule) -> list[str] | None:
