@@ -96,3 +96,45 @@ def test_resume_mid_stage_keeps_the_selection(tmp_path):
 def test_rejects_a_bad_stage_length():
     with pytest.raises(ValueError, match="every_n_epochs"):
         HalfFineTuning(every_n_epochs=0)
+
+
+class Block(torch.nn.Module):
+    """A user's own transformer-like block with differently named projections."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.wq, self.wk, self.wv, self.wo = (torch.nn.Linear(d, d) for _ in range(4))
+        self.up, self.gate, self.down = torch.nn.Linear(d, 2 * d), torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        x = x + self.wo(self.wq(x) * self.wk(x).sigmoid() + self.wv(x))
+        return x + self.down(self.up(x) * self.gate(x).sigmoid())
+
+
+class PlainModule(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(Block() for _ in range(4))
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        for block in self.blocks:
+            x = block(x)
+        return x.pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def test_plain_module_with_user_category_rules(tmp_path):
+    module = PlainModule()
+    hft = HalfFineTuning(attention_modules=["wq", "wk", "wv", "wo"], ffn_modules=["up", "gate", "down"], seed=2)
+    loader = DataLoader(TensorDataset(torch.randn(8, 8)), batch_size=4)
+    trainer = _trainer(tmp_path, 1, [hft], enable_checkpointing=False)
+    trainer.fit(module, loader)
+    frozen = hft.history[0]["frozen"]
+    for i, block in enumerate(module.blocks):
+        trainable = {n.split(".")[0] for n, p in block.named_parameters() if p.requires_grad}
+        assert trainable == {"wq", "wk", "wv", "wo", "up", "gate", "down"} - set(frozen[i])
+    (optimizer,) = trainer.optimizers
+    assert {id(p) for p in optimizer.state} == {id(p) for p in module.parameters() if p.requires_grad}

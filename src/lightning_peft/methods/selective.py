@@ -35,6 +35,16 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
     return max(stacks, key=len)
 
 
+def _embedding_weights(model: nn.Module) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+    """Input-embedding and output-layer weights of a `transformers` model; (None, None) for a plain module."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        return None, None
+    head = model.get_output_embeddings()
+    return model.get_input_embeddings().weight, (head.weight if head is not None else None)
+
+
 class FullFineTuning:
     """Train every weight of the model (one group, "model")."""
 
@@ -129,11 +139,11 @@ class HFT:
                 elif self.norms == "freeze" and "norm" in type(module).__name__.lower():
                     freeze(module)
         in_layers = {id(p) for p in layers.parameters()}
+        embedding, head = _embedding_weights(model)
         for name, parameter in model.named_parameters():
             if id(parameter) in in_layers:
                 continue
-            is_embedding = parameter is model.get_input_embeddings().weight
-            is_head = model.get_output_embeddings() is not None and parameter is model.get_output_embeddings().weight
+            is_embedding, is_head = parameter is embedding, parameter is head
             if (is_embedding and self.embeddings == "freeze") or (is_head and self.lm_head == "freeze"):
                 parameter.requires_grad_(False)
             elif "norm" in name and self.norms == "freeze":
