@@ -92,3 +92,19 @@ def test_the_cli_writes_checkpoints_atomically(tmp_path):
     cli = LightningPeftCLI(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                            args=["--config", str(config)], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_fingerprint_ignores_a_freshly_initialised_task_head():
+    """A head-classification base hashes the same in every process, whatever the RNG drew for its new head."""
+    from lightning_peft.methods import Lora
+    from lightning_peft.modules import LoraModule
+    from lightning_peft.tasks import HeadClassification
+
+    prints = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        module = LoraModule(backbone="tiny-llama", task=HeadClassification(), method=Lora(r=2, target_modules=["q_proj"]),
+                            label_names=["a", "b"])
+        module.configure_model()
+        prints.append(module.base_fingerprint)
+    assert prints[0] == prints[1]

@@ -34,15 +34,19 @@ class CheckpointMismatchError(CheckpointError):
     """A checkpoint was made for another base model, or lacks the parameters this model trains."""
 
 
-def fingerprint(model: nn.Module) -> str:
+def fingerprint(model: nn.Module, exclude: list[str] = ()) -> str:
     """A short hash of a base model's parameter names, shapes and (sampled) values.
 
     Computed on the plain `transformers` model before any method changes it. Values are sampled
     (the first elements of each tensor, summed in float64 and rounded) so the hash costs
-    milliseconds and does not depend on the storage dtype's last bits.
+    milliseconds and does not depend on the storage dtype's last bits. `exclude` names modules
+    that are not part of the base (a task's freshly initialised head): their random values would
+    make the same base hash differently in every process.
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if any(name == m or name.startswith(f"{m}.") for m in exclude):
+            continue
         flat = tensor.detach().reshape(-1)[:FINGERPRINT_SAMPLE]
         sample = flat.double().sum().item() if flat.is_floating_point() else float(flat.sum().item())
         digest.update(f"{name}:{tuple(tensor.shape)}:{sample:.6e};".encode())
@@ -145,6 +149,7 @@ def write_folder_atomically(target: str | Path, write: Callable[[Path], None]) -
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the result is shared like any saved model
     try:
         write(tmp)
         os.replace(tmp, target)

@@ -21,17 +21,19 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import quantization as quant
 from .callbacks import RunSummary
+from .callbacks.probe_contract import ProbeContractError
 from .checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
 from .data import DataConfigError
 from .evaluate_cmd import evaluate_command
 from .methods import MethodConfigError
 from .modules import FineTuneModule
+from .tables import print_table
 from .tasks import TaskConfigError
 from .zoo import ModelNotFoundError
 
 # Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
 # `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
-USER_ERRORS = (CheckpointError, DataConfigError, MethodConfigError, ModelNotFoundError,
+USER_ERRORS = (CheckpointError, DataConfigError, MethodConfigError, ModelNotFoundError, ProbeContractError,
                quant.QuantizationError, TaskConfigError)
 
 EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge`, `evaluate` (each with --help)."
@@ -104,17 +106,11 @@ class LightningPeftCLI(LightningCLI):
                 self.trainer.test(self.model, datamodule=self.datamodule)
 
 
-def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)))
-
-
 def models_command(argv: list[str]) -> None:
     ArgumentParser(prog="lightning-peft models", description="List the offline model zoo's short names.").parse_args(argv)
     from .zoo import list_models
 
-    _print_table(list_models(), ("name", "description"))
+    print_table(list_models(), ("name", "description"))
     print("\nAny other name is passed to from_pretrained unchanged (hub id or local folder).")
 
 
@@ -123,7 +119,7 @@ def datasets_command(argv: list[str]) -> None:
     from .data import list_datasets
 
     rows = [(d["name"], d["kind"], str(d["size"]), str(d.get("labels") or "-"), d["description"]) for d in list_datasets()]
-    _print_table(rows, ("name", "kind", "size", "labels", "description"))
+    print_table(rows, ("name", "kind", "size", "labels", "description"))
     print("\nAny other value is read as a local .jsonl/.json/.csv/.parquet file.")
 
 
@@ -218,11 +214,11 @@ def _check_yaml(argv: list[str]) -> None:
 
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-        return
-    _check_yaml(argv)
     try:
+        if argv and argv[0] in COMMANDS:
+            COMMANDS[argv[0]](argv[1:])
+            return
+        _check_yaml(argv)
         LightningPeftCLI(
             FineTuneModule,
             L.LightningDataModule,

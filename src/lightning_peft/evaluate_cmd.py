@@ -20,6 +20,7 @@ from jsonargparse import ArgumentParser
 from torch import nn
 
 from .evaluation import probes as P
+from .tables import print_table
 from .evaluation.conjugate import conjugate_report, get_transform, icl_accuracy, icl_suite
 from .evaluation.plots import plot_comparison
 from .evaluation.robustness import instruction_robustness
@@ -142,7 +143,6 @@ def _rows(result: dict) -> list[tuple[str, str, str, str]]:
 
 
 def evaluate_command(argv: list[str]) -> None:
-    from .cli import _print_table
 
     args = _parser().parse_args(argv)
     result = evaluate(args)
@@ -153,5 +153,5 @@ def evaluate_command(argv: list[str]) -> None:
     f = result["forgetting"]
     plot_comparison(bars, out / "evaluation.png",
                     title=f"perplexity ratio {f['perplexity_ratio']:.3f}, KL from base {f['kl_from_base']:.4f}")
-    _print_table(_rows(result), ("metric", "base", "tuned", "delta"))
+    print_table(_rows(result), ("metric", "base", "tuned", "delta"))
     print(f"\nWrote {out / 'evaluation.json'} and {out / 'evaluation.png'}")

@@ -53,6 +53,7 @@ def _atomic_folder(target: Path, write: Callable[[Path], None]) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the result is shared like any saved model
     try:
         write(tmp)
         os.replace(tmp, target)

@@ -138,3 +138,21 @@ def test_plain_module_with_user_category_rules(tmp_path):
         assert trainable == {"wq", "wk", "wv", "wo", "up", "gate", "down"} - set(frozen[i])
     (optimizer,) = trainer.optimizers
     assert {id(p) for p in optimizer.state} == {id(p) for p in module.parameters() if p.requires_grad}
+
+
+def test_refuses_plain_ddp_in_freeze_mode(tmp_path):
+    trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[HalfFineTuning()])
+    with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
+        trainer.fit(ForeignLM(), _loader())
+
+
+def test_weights_the_module_never_optimizes_stay_frozen(tmp_path):
+    class PartlyFrozen(ForeignLM):
+        def configure_optimizers(self):
+            self.lm.model.layers[0].self_attn.k_proj.weight.requires_grad_(False)  # stage 0 would train it
+            return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=1e-2)
+
+    module = PartlyFrozen()
+    _trainer(tmp_path, 1, [HalfFineTuning(seed=0)], enable_checkpointing=False).fit(module, _loader())
+    assert not module.lm.model.layers[0].self_attn.k_proj.weight.requires_grad

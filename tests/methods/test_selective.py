@@ -81,3 +81,15 @@ def test_bitfit_trains_biases_and_refuses_models_without_them():
     assert adapted.trainable_names() and all(n.endswith(".bias") for n in adapted.trainable_names())
     with pytest.raises(MethodConfigError, match="has none"):
         BitFit().apply(tiny_causal_lm("tiny-llama"))
+
+
+@pytest.mark.parametrize("method", [EmbeddingsAndHead(), LastBlock()])
+def test_lightweight_variants_train_a_task_head(method):
+    from transformers import AutoModelForSequenceClassification
+
+    from lightning_peft import zoo
+
+    model = AutoModelForSequenceClassification.from_pretrained(zoo.resolve("tiny-llama"), num_labels=3)
+    adapted = method.apply(model, modules_to_save=["score"])
+    assert set(adapted.groups["head"]) == {"score.weight"}
+    assert len(adapted.groups) == 2  # the method's own group plus the head

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from transformers import PreTrainedModel
@@ -101,14 +102,20 @@ class HalfFineTuning(L.Callback):
         return trainer.current_epoch // self.every_n_epochs
 
     def _start_stage(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: int, fresh: bool) -> None:
+        if self._all_params is None:  # the optimizer as the module built it: every parameter it may train
+            self._all_params = [list(g["params"]) for opt in trainer.optimizers for g in opt.param_groups]
+        optimized = {id(p) for group in self._all_params for p in group}
         model = find_transformer(pl_module)
         selection = self.hft.select(model, stage)
-        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        for parameter in model.parameters():  # what the module never optimizes (a frozen base) stays frozen
+            if id(parameter) not in optimized:
+                parameter.requires_grad_(False)
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad and id(p) in optimized}
         if self.mode == "reset":
             if fresh:
                 self._snapshot = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if n in frozen}
             for _, parameter in model.named_parameters():
-                parameter.requires_grad_(True)
+                parameter.requires_grad_(id(parameter) in optimized)
         self._swap_optimizers(trainer)
         self.stage = stage
         if fresh:
@@ -127,8 +134,6 @@ class HalfFineTuning(L.Callback):
         self._snapshot = {}
 
     def _swap_optimizers(self, trainer: L.Trainer) -> None:
-        if self._all_params is None:  # the optimizer as the module built it: every parameter it may train
-            self._all_params = [list(g["params"]) for opt in trainer.optimizers for g in opt.param_groups]
         new_optimizers, offset = [], 0
         for old in trainer.optimizers:
             groups = self._all_params[offset : offset + len(old.param_groups)]
@@ -141,6 +146,16 @@ class HalfFineTuning(L.Callback):
         trainer.strategy.optimizers = new_optimizers
 
     # -- hooks ----------------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        strategy = trainer.strategy
+        # DDP's reducer expects a gradient for every weight that required one when it wrapped the
+        # model; freezing half afterwards makes it wait forever unless it looks for unused ones.
+        if self.mode == "freeze" and isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            raise ValueError(
+                "HalfFineTuning freezes weights after DDP wrapped the model, which plain DDP cannot follow; "
+                "use trainer.strategy: ddp_find_unused_parameters_true (or HalfFineTuning mode: reset)."
+            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after the optimizer exists and before a resumed run loads its state: rebuilding

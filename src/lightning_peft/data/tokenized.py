@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,7 +41,7 @@ def cached(key: dict[str, Any], build: Callable[[], Store]) -> Store:
     if path.exists():
         try:
             return torch.load(path, weights_only=True)
-        except (RuntimeError, EOFError, OSError):
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
             pass  # unreadable (e.g. written by an incompatible torch): rebuild and overwrite
     store = build()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Evaluation layer (no Lightning): forgetting probes, conjugate prompting, instruction robustness, plots."""
+"""Evaluation layer (plain functions on a model, no Trainer needed): forgetting probes, conjugate prompting, robustness, plots."""
 
 from .conjugate import (ICL_TASKS, Identity, IclPrompt, Leetspeak, PigLatin, PromptTransform, Rot13, Translation,
                         conjugate_report, get_transform, icl_accuracy, icl_suite, is_in_context_answer)

@@ -45,6 +45,18 @@ def _embedding_weights(model: nn.Module) -> tuple[nn.Parameter | None, nn.Parame
     return model.get_input_embeddings().weight, (head.weight if head is not None else None)
 
 
+def _train_heads(model: nn.Module, modules_to_save: list[str] | None, group_of) -> Adapted:
+    """Unfreeze the modules a task added (e.g. a classification head) and group what trains."""
+    heads, head_params = set(modules_to_save or []), set()
+    for name, module in model.named_modules():
+        if name in heads or name.rsplit(".", 1)[-1] in heads:
+            for parameter in module.parameters():
+                parameter.requires_grad_(True)
+                head_params.add(id(parameter))
+    by_name = dict(model.named_parameters())
+    return Adapted(model, trainable_groups(model, lambda n: "head" if id(by_name[n]) in head_params else group_of(n)))
+
+
 class FullFineTuning:
     """Train every weight of the model (one group, "model")."""
 
@@ -166,7 +178,7 @@ class EmbeddingsAndHead:
         model.get_input_embeddings().weight.requires_grad_(True)
         if model.get_output_embeddings() is not None:
             model.get_output_embeddings().weight.requires_grad_(True)
-        return Adapted(model, trainable_groups(model, lambda name: "embeddings"))
+        return _train_heads(model, modules_to_save, lambda name: "embeddings")
 
 
 class LastBlock:
@@ -176,7 +188,7 @@ class LastBlock:
         freeze(model)
         for parameter in transformer_layers(model)[-1].parameters():
             parameter.requires_grad_(True)
-        return Adapted(model, trainable_groups(model, lambda name: "last_block"))
+        return _train_heads(model, modules_to_save, lambda name: "last_block")
 
 
 class BitFit:
@@ -191,4 +203,4 @@ class BitFit:
             )
         for parameter in biases:
             parameter.requires_grad_(True)
-        return Adapted(model, trainable_groups(model, lambda name: "bias"))
+        return _train_heads(model, modules_to_save, lambda name: "bias")

@@ -62,7 +62,7 @@ class FineTuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if task is None or method is None:
-            raise ValueError(f"{type(self).__name__} needs both a task and a method; set model.init_args.task and .method.")
+            raise MethodConfigError(f"{type(self).__name__} needs both a task and a method; set model.init_args.task and .method.")
         self.save_hyperparameters()
         self.backbone, self.task, self.method = backbone, task, method
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
@@ -103,7 +103,7 @@ class FineTuneModule(L.LightningModule):
         base = self.task.auto_class().from_pretrained(
             zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization)
         )
-        self.base_fingerprint = checkpoint.fingerprint(base)
+        self.base_fingerprint = checkpoint.fingerprint(base, exclude=self.task.head_modules(base))
         if self.quantization is not None:
             from peft import prepare_model_for_kbit_training
 
