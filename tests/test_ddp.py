@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,13 +45,26 @@ def _fit(root: Path, devices: int, batch_size: int) -> subprocess.Popen:
     ]
     if devices > 1:
         args += ["--trainer.strategy", "ddp"]  # Lightning picks gloo on CPU
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "MASTER_PORT": str(_free_port())}
     with open(root / "output.log", "w") as log:  # a file, not a pipe: the two runs go concurrently
         return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _finish(process: subprocess.Popen, root: Path) -> tuple[dict, dict]:
+def _free_port() -> int:
+    """A port the OS just handed out, so the gloo rendezvous does not collide with another listener."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _finish(process: subprocess.Popen, root: Path, relaunch=None) -> tuple[dict, dict]:
     process.wait(timeout=300)
+    if process.returncode != 0 and relaunch is not None and "EADDRINUSE" in (root / "output.log").read_text():
+        # Only the rendezvous port raced with another listener: one fresh port, one more try.
+        shutil.rmtree(root / "lightning_logs", ignore_errors=True)
+        process = relaunch()
+        process.wait(timeout=300)
     assert process.returncode == 0, (root / "output.log").read_text()[-3000:]
     run = root / "lightning_logs" / "version_0"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -64,7 +79,8 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     single_root, ddp_root = tmp_path / "single", tmp_path / "ddp"
     single_root.mkdir(), ddp_root.mkdir()
     processes = [_fit(single_root, devices=1, batch_size=8), _fit(ddp_root, devices=2, batch_size=4)]
-    (single_metrics, single_state), (ddp_metrics, ddp_state) = _finish(processes[0], single_root), _finish(processes[1], ddp_root)
+    single_metrics, single_state = _finish(processes[0], single_root)
+    ddp_metrics, ddp_state = _finish(processes[1], ddp_root, relaunch=lambda: _fit(ddp_root, devices=2, batch_size=4))
 
     assert single_metrics["fit"]["global_step"] == ddp_metrics["fit"]["global_step"] == STEPS
     assert set(single_state) == set(ddp_state) and any("lora_B" in k for k in single_state)
