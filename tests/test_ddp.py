@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3
+ATTEMPT_SECONDS = 150  # a normal run takes 25-45 s on 2 cores; the suite's own CPU load can triple that
 
 
 def _fit(root: Path, devices: int, batch_size: int) -> subprocess.Popen:
@@ -48,7 +50,8 @@ def _fit(root: Path, devices: int, batch_size: int) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "MASTER_PORT": str(_free_port())}
     with open(root / "output.log", "w") as log:  # a file, not a pipe: the two runs go concurrently
-        return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Own session: a hung run (rank 0 plus whatever rank 1 it launched) can be killed as one group.
+        return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _free_port() -> int:
@@ -58,13 +61,28 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _wait(process: subprocess.Popen) -> bool:
+    """True when the run ended; a run still going after ATTEMPT_SECONDS is killed with its ranks."""
+    try:
+        process.wait(timeout=ATTEMPT_SECONDS)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return False
+
+
 def _finish(process: subprocess.Popen, root: Path, relaunch=None) -> tuple[dict, dict]:
-    process.wait(timeout=600)  # generous: on an oversubscribed CPU rank 1 can take minutes to start
-    if process.returncode != 0 and relaunch is not None and "EADDRINUSE" in (root / "output.log").read_text():
-        # Only the rendezvous port raced with another listener: one fresh port, one more try.
+    ended = _wait(process)
+    log = (root / "output.log").read_text()
+    # Known, not yet understood: now and then rank 1 never starts and rank 0 waits forever in the
+    # rendezvous; and the rendezvous port can race with another listener. One fresh attempt for
+    # exactly these two cases; any other failure fails the test.
+    if relaunch is not None and (not ended or (process.returncode != 0 and "EADDRINUSE" in log)):
         shutil.rmtree(root / "lightning_logs", ignore_errors=True)
         process = relaunch()
-        process.wait(timeout=600)  # generous: on an oversubscribed CPU rank 1 can take minutes to start
+        ended = _wait(process)
+    assert ended, "the run hung (twice); rank 0 waited for a rank that never joined"
     assert process.returncode == 0, (root / "output.log").read_text()[-3000:]
     run = root / "lightning_logs" / "version_0"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -74,7 +92,7 @@ def _finish(process: subprocess.Popen, root: Path, relaunch=None) -> tuple[dict,
 
 
 @pytest.mark.multiprocess
-@pytest.mark.timeout(1300)
+@pytest.mark.timeout(700)
 def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     single_root, ddp_root = tmp_path / "single", tmp_path / "ddp"
     single_root.mkdir(), ddp_root.mkdir()
