@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,18 +46,10 @@ def _fit(root: Path, devices: int, batch_size: int) -> subprocess.Popen:
     ]
     if devices > 1:
         args += ["--trainer.strategy", "ddp"]  # Lightning picks gloo on CPU
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(root / "output.log", "w") as log:  # a file, not a pipe: the two runs go concurrently
         # Own session: a hung run (rank 0 plus whatever rank 1 it launched) can be killed as one group.
         return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _free_port() -> int:
-    """A port the OS just handed out, so the gloo rendezvous does not collide with another listener."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait(process: subprocess.Popen) -> bool:
