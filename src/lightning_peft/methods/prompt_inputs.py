@@ -1,0 +1,129 @@
+"""Prepend k soft-prompt vectors to a model's input embeddings: the input plumbing DePT, EPT and IAPT share.
+
+Prompt tuning (Lester, Al-Rfou, Constant 2021, "The Power of Scale for Parameter-Efficient Prompt
+Tuning", arXiv:2104.08691) feeds ``[P; E]`` to a frozen model, where ``P`` [B, k, d] are trained
+vectors and ``E`` [B, L, d] the embedded input. Everything the model reads alongside the
+embeddings must then move by k positions; `prepend_to_inputs` does that in one place:
+
+- ``inputs_embeds`` = cat(P, E) along the sequence (P cast to E's dtype);
+- ``attention_mask`` = k ones, then the given mask (all ones when none was given);
+- ``position_ids`` (models that are not encoder-decoder and whose forward takes them): the
+  cumulative sum of the extended mask minus one, clamped at zero, so the prompt holds positions
+  0..k-1 and the real tokens continue contiguously at k, k+1, ... whether the input was right-
+  or left-padded. They are computed when the caller passed position ids or a mask with padding;
+  otherwise the model's default (0..k+L-1) is already that and nothing is passed;
+- ``labels`` aligned with the tokens ([B, L], e.g. causal-LM or MLM labels) get k times -100
+  in front so the prompt positions carry no loss; labels of another shape (class ids) pass as is;
+- encoder-decoder models (``config.is_encoder_decoder``, e.g. T5): the prompt goes to the encoder
+  only; labels, decoder inputs and positions are left untouched.
+
+`PromptedModel` wraps a frozen model around that helper: it embeds ``input_ids``, asks the
+subclass's `PromptedModel.prompt` hook for the prompt (and optionally changed embeddings), and
+calls the base with ``inputs_embeds``. Keyword arguments the tasks pass (``logits_to_keep``,
+``decoder_input_ids``, ...) reach the base unchanged. Decoder-only outputs keep the k prompt
+positions at the front of ``logits`` (as peft's prompt tuning does); ``logits[:, -1]`` is still
+the last real token's.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+def _accepts(module: nn.Module, name: str) -> bool:
+    parameters = inspect.signature(module.forward).parameters
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def is_encoder_decoder(model: nn.Module) -> bool:
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
+def prepend_to_inputs(
+    model: nn.Module,
+    prompt_embeds: torch.Tensor,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Keyword arguments for ``model(**kwargs)`` with ``prompt_embeds`` [B, k, d] before ``inputs_embeds`` [B, L, d].
+
+    See the module docstring for what happens to the mask, positions and labels. Keys whose
+    value would be None are left out.
+    """
+    if prompt_embeds.dim() != 3 or inputs_embeds.dim() != 3 or prompt_embeds.shape[0] != inputs_embeds.shape[0]:
+        raise ValueError(
+            f"prompt_embeds {tuple(prompt_embeds.shape)} and inputs_embeds {tuple(inputs_embeds.shape)} must both be "
+            "[batch, length, hidden] with the same batch size."
+        )
+    batch, k = prompt_embeds.shape[:2]
+    length = inputs_embeds.shape[1]
+    device = inputs_embeds.device
+    ones = torch.ones(batch, k, dtype=torch.long, device=device)
+    given_mask = attention_mask
+    if attention_mask is None:
+        attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+    kwargs: dict[str, torch.Tensor] = {
+        "inputs_embeds": torch.cat([prompt_embeds.to(inputs_embeds.dtype), inputs_embeds], dim=1),
+        "attention_mask": torch.cat([ones.to(attention_mask.dtype), attention_mask], dim=1),
+    }
+    if is_encoder_decoder(model):
+        if labels is not None:
+            kwargs["labels"] = labels
+        return kwargs
+    padded = given_mask is not None and not bool(given_mask.bool().all())
+    if (position_ids is not None or padded) and _accepts(model, "position_ids"):
+        kwargs["position_ids"] = (kwargs["attention_mask"].long().cumsum(dim=1) - 1).clamp(min=0)
+    if labels is not None:
+        if labels.dim() == 2 and labels.shape[1] == length:
+            labels = torch.cat([torch.full((batch, k), IGNORE_INDEX, dtype=labels.dtype, device=labels.device), labels], 1)
+        kwargs["labels"] = labels
+    return kwargs
+
+
+class PromptedModel(nn.Module):
+    """A frozen model that reads a soft prompt before its input; subclasses say what the prompt is.
+
+    Subclasses implement `prompt`. The wrapper holds the base as ``self.base`` and exposes its
+    ``config`` and ``get_input_embeddings``, so tasks call it like the base model.
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    @property
+    def config(self):
+        return self.base.config
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.base.get_input_embeddings()
+
+    def prompt(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(prompt_embeds [B, k, d], inputs_embeds [B, L, d])``; the second may be changed (DePT's offset)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        prompt_embeds, inputs_embeds = self.prompt(inputs_embeds, attention_mask)
+        inputs = prepend_to_inputs(self.base, prompt_embeds, inputs_embeds, attention_mask, position_ids, labels)
+        return self.base(**inputs, **kwargs)
