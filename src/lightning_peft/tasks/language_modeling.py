@@ -3,6 +3,11 @@
 The data marks prompt and padding positions with -100 in `labels`; `transformers` models shift
 and mask them in their own loss. Perplexity is exp of the mean negative log-likelihood over the
 counted tokens, aggregated as sums so it is exact across batches and processes.
+
+Batches may be padded (`attention_mask`) or packed without padding (`position_ids` restarting at 0
+per example and no `attention_mask`; see `data/packing.py`): both are passed to the model as given.
+`CausalLMSFT(chunked_loss=True)` computes the loss from the final hidden states chunk by chunk
+(`tasks/losses.py`) instead of letting the model build the full logits tensor.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from .base import Task, TaskOutput
+from .base import Task, TaskConfigError, TaskOutput
+from .losses import DEFAULT_CHUNK_SIZE, chunked_lm_loss
 from .metrics import TokenPerplexity
 
 IGNORE_INDEX = -100
@@ -20,8 +26,15 @@ IGNORE_INDEX = -100
 class _LanguageModeling(Task):
     shift = 0
 
+    @staticmethod
+    def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the model reads from a padded or packed batch. No KV cache: training never reuses one, and
+        `transformers` builds the block-diagonal mask of a packed row only when no cache is passed."""
+        inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
+        return {**inputs, "use_cache": False}
+
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = model(**self.model_inputs(batch), labels=batch["labels"])
         tokens = (batch["labels"][:, self.shift :] != IGNORE_INDEX).sum()
         return TaskOutput(loss=out.loss, token_nll=out.loss.detach().double() * tokens, tokens=tokens)
 
@@ -32,11 +45,63 @@ class _LanguageModeling(Task):
         metrics.update(output.token_nll, output.tokens)
 
 
+def final_hidden_states(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, nn.Module]:
+    """Run `model` up to its LM head and return (the head's input hidden states, the head module).
+
+    A pre-hook on the output-embedding module records its input and hands it an empty slice, so the
+    model still runs its own forward (peft wrappers, virtual tokens, compiled graphs included) but
+    projects zero positions onto the vocabulary.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        raise TaskConfigError(f"{type(model).__name__} has no output embeddings (LM head); set chunked_loss: false.")
+    for name in ("final_logit_softcapping", "logit_scale"):
+        if getattr(model.config, name, None) not in (None, 1.0):
+            raise TaskConfigError(f"This model transforms its logits after the LM head ({name}), which the chunked "
+                                  "loss does not reproduce; set chunked_loss: false.")
+    captured: list[torch.Tensor] = []
+
+    def take_hidden(module, args):
+        if not args:
+            raise TaskConfigError("The LM head was called without positional hidden states; set chunked_loss: false.")
+        captured.append(args[0])
+        return (args[0][..., :0, :], *args[1:])
+
+    handle = head.register_forward_pre_hook(take_hidden)
+    try:
+        model(**inputs)
+    finally:
+        handle.remove()
+    return captured[-1], head
+
+
 class CausalLMSFT(_LanguageModeling):
-    """Next-token loss on the response tokens of (prompt, response) pairs, for decoder-only models."""
+    """Next-token loss on the response tokens of (prompt, response) pairs, for decoder-only models.
+
+    Args:
+        chunked_loss: Compute the loss from the final hidden states and the LM head chunk by chunk, only at
+            labelled positions, so the full [tokens, vocab] logits never exist (same loss and gradients;
+            less memory, and less compute when prompts are long). Off: the model's own loss.
+        loss_chunk_size: Tokens per chunk with chunked_loss (memory of one chunk: size x vocab x 4 bytes).
+    """
 
     auto_class_name = "AutoModelForCausalLM"
     shift = 1  # the first label is never predicted
+
+    def __init__(self, chunked_loss: bool = False, loss_chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if not isinstance(loss_chunk_size, int) or loss_chunk_size < 1:
+            raise TaskConfigError(f"loss_chunk_size must be a positive integer (e.g. 1024), got {loss_chunk_size!r}.")
+        self.chunked_loss, self.loss_chunk_size = chunked_loss, loss_chunk_size
+
+    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
+        if not self.chunked_loss:
+            return super().step(model, batch)
+        labels = batch["labels"]
+        hidden, head = final_hidden_states(model, self.model_inputs(batch))
+        # Methods that prepend virtual tokens (prompt tuning) lengthen the sequence on the left.
+        total, tokens = chunked_lm_loss(hidden[:, hidden.shape[1] - labels.shape[1]:], head, labels,
+                                        self.loss_chunk_size, shift=self.shift)
+        return TaskOutput(loss=total / tokens.clamp(min=1), token_nll=total.detach().double(), tokens=tokens)
 
 
 class Seq2Seq(_LanguageModeling):
