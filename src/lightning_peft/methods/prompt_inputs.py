@@ -15,7 +15,9 @@ embeddings must then move by k positions; `prepend_to_inputs` does that in one p
 - ``labels`` aligned with the tokens ([B, L], e.g. causal-LM or MLM labels) get k times -100
   in front so the prompt positions carry no loss; labels of another shape (class ids) pass as is;
 - encoder-decoder models (``config.is_encoder_decoder``, e.g. T5): the prompt goes to the encoder
-  only; labels, decoder inputs and positions are left untouched.
+  only; labels, decoder inputs and positions are left untouched;
+- sequence classifiers (``*ForSequenceClassification``): rows are left-aligned first, because a
+  decoder-only classifier given ``inputs_embeds`` cannot find padding and pools the last column.
 
 `PromptedModel` wraps a frozen model around that helper: it embeds ``input_ids``, asks the
 subclass's `PromptedModel.prompt` hook for the prompt (and optionally changed embeddings), and
@@ -44,6 +46,22 @@ def is_encoder_decoder(model: nn.Module) -> bool:
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
+def pools_last_token(model: nn.Module) -> bool:
+    """Whether `model` is a sequence classifier that would pool the last column of ``inputs_embeds``."""
+    return type(model).__name__.endswith("ForSequenceClassification") and not is_encoder_decoder(model)
+
+
+def left_align_rows(attention_mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Reorder each row of `tensors` ([B, L, ...]) so its padding (mask 0) comes first, keeping token order.
+
+    A stable sort of the mask puts the zeros before the ones in their original order.
+    """
+    order = attention_mask.long().argsort(dim=1, stable=True)
+    return tuple(
+        t.gather(1, order.view(*order.shape, *([1] * (t.dim() - 2))).expand(*order.shape, *t.shape[2:])) for t in tensors
+    )
+
+
 def prepend_to_inputs(
     model: nn.Module,
     prompt_embeds: torch.Tensor,
@@ -66,6 +84,8 @@ def prepend_to_inputs(
     length = inputs_embeds.shape[1]
     device = inputs_embeds.device
     ones = torch.ones(batch, k, dtype=torch.long, device=device)
+    if attention_mask is not None and pools_last_token(model):
+        inputs_embeds, attention_mask = left_align_rows(attention_mask, inputs_embeds, attention_mask)
     given_mask = attention_mask
     if attention_mask is None:
         attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)

@@ -1,0 +1,217 @@
+"""Prompt tuning and prefix tuning through peft (never re-implemented here).
+
+- Prompt tuning: Lester, Al-Rfou, Constant 2021, "The Power of Scale for Parameter-Efficient Prompt
+  Tuning", arXiv:2104.08691. m trained vectors are prepended to the input embeddings of a frozen
+  model (the encoder's, for T5); 100 tokens in the paper, initialised from vocabulary or text.
+- Prefix tuning: Li & Liang 2021, "Prefix-Tuning: Optimizing Continuous Prompts for Generation",
+  arXiv:2101.00190. Trained key/value prefixes at every attention layer, optionally produced by
+  an MLP (reparameterisation) during training.
+
+Both return a `peft.PeftModel` (so `save_pretrained` / `PeftModel.from_pretrained` work) with the
+groups "prompt" (the prompt encoder) and "head" (`modules_to_save`, e.g. a new classifier).
+
+peft's prompt tuning ignores ``position_ids`` (with a warning) and lets the model count positions
+from the first prompt vector, so a left-padded row gets other positions than the same row
+unpadded, and a decoder-only sequence classifier fed ``inputs_embeds`` pools the last column even
+when it is padding. `fix_prompt_positions` (installed by `apply`, and by
+`lightning_peft.methods.soft_prompt_io.load_soft_prompt` after reloading) corrects both with two
+forward pre-hooks: positions are recounted from the attention mask (real tokens continue right
+after the prompt) and sequence classifiers get their padding moved to the left.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Literal
+
+import torch
+from peft import PeftModel, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig, TaskType, get_peft_model
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .base import Adapted, MethodConfigError, trainable_groups
+from .prompt_inputs import is_encoder_decoder, left_align_rows, pools_last_token
+from .targets import check_targets
+
+HEAD_MARKER = ".modules_to_save."
+
+
+def _group_of(name: str) -> str:
+    return "head" if HEAD_MARKER in name else "prompt"
+
+
+def task_type_of(model: nn.Module) -> TaskType:
+    """peft's task type for a `transformers` model: seq2seq LM, sequence classifier or causal LM."""
+    name = type(model).__name__
+    if is_encoder_decoder(model):
+        return TaskType.SEQ_2_SEQ_LM
+    if name.endswith("ForSequenceClassification"):
+        return TaskType.SEQ_CLS
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return TaskType.CAUSAL_LM
+    raise MethodConfigError(
+        f"peft's prompt methods support causal LMs, seq2seq LMs and sequence classifiers, not {name}; "
+        "load the backbone with AutoModelForCausalLM, AutoModelForSeq2SeqLM or AutoModelForSequenceClassification."
+    )
+
+
+def _drop_position_ids(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Before peft's prompt tuning: recounted from the mask below, so peft need not drop them with a warning."""
+    if args:  # name positional arguments (input_ids, attention_mask, ...) so the rows can be realigned
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+        args, kwargs = (), {**bound.pop("kwargs", {}), **bound}
+    kwargs.pop("position_ids", None)
+    mask = kwargs.get("attention_mask")
+    if mask is not None and pools_last_token(module.get_base_model()):
+        names = [n for n in ("input_ids", "inputs_embeds") if kwargs.get(n) is not None]
+        aligned = left_align_rows(mask, mask, *(kwargs[n] for n in names))
+        kwargs["attention_mask"] = aligned[0]
+        kwargs.update(zip(names, aligned[1:]))
+    return args, kwargs
+
+
+def _positions_from_mask(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Before the base model: real tokens at consecutive positions right after the prompt (or prefix)."""
+    mask = kwargs.get("attention_mask")
+    if kwargs.get("position_ids") is not None or mask is None or mask.dim() != 2 or bool(mask.bool().all()):
+        return args, kwargs
+    inputs = kwargs.get("inputs_embeds") if kwargs.get("inputs_embeds") is not None else kwargs.get("input_ids")
+    if inputs is None:
+        return args, kwargs
+    kwargs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, -inputs.shape[1] :]
+    return args, kwargs
+
+
+def fix_prompt_positions(model: PeftModel) -> PeftModel:
+    """Install the two pre-hooks described in the module docstring on a prompt-learning `PeftModel` (idempotent)."""
+    config = model.active_peft_config
+    base = model.get_base_model()
+    if is_encoder_decoder(base) or getattr(model, "_lightning_peft_positions_fixed", False):
+        return model
+    if config.peft_type.value == "PROMPT_TUNING":
+        model.register_forward_pre_hook(_drop_position_ids, with_kwargs=True)
+    base.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
+    model._lightning_peft_positions_fixed = True
+    return model
+
+
+class _PeftPrompt:
+    """Shared mechanics: choose the task type, wrap with peft, fix positions, group parameters."""
+
+    def __init__(self, num_virtual_tokens: int, modules_to_save: list[str] | None) -> None:
+        if num_virtual_tokens < 1:
+            raise MethodConfigError(f"num_virtual_tokens={num_virtual_tokens} must be a positive integer (paper: 100).")
+        self.num_virtual_tokens = num_virtual_tokens
+        self.modules_to_save = list(modules_to_save or [])
+
+    def peft_config(self, model: nn.Module, task_type: TaskType, modules_to_save: list[str]) -> PromptLearningConfig:
+        raise NotImplementedError
+
+    def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
+        """Wrap `model` (frozen) with a trainable prompt; returns the `PeftModel` and groups "prompt" (+ "head")."""
+        task_type = task_type_of(model)
+        save = sorted(set(self.modules_to_save) | set(modules_to_save or []))
+        check_targets(model, save, what="modules_to_save") if save else None
+        peft_model = get_peft_model(model, self.peft_config(model, task_type, save))
+        fix_prompt_positions(peft_model)
+        return Adapted(peft_model, trainable_groups(peft_model, _group_of))
+
+
+class PromptTuning(_PeftPrompt):
+    """Prompt tuning (Lester et al. 2021, arXiv:2104.08691) through peft's `PromptTuningConfig`.
+
+    Example::
+
+        from transformers import AutoModelForCausalLM
+        from lightning_peft.methods.prompts import PromptTuning
+        adapted = PromptTuning(num_virtual_tokens=20, init="text", init_text="Classify the topic:").apply(
+            AutoModelForCausalLM.from_pretrained(path))
+        adapted.groups["prompt"]  # {"prompt_encoder.default.embedding.weight": parameter [20, d]}
+
+    Args:
+        num_virtual_tokens: Prompt length m (paper: 100).
+        init: "random" (normal init), "vocab" (embeddings of randomly sampled vocabulary tokens, the
+            paper's choice) or "text" (the embeddings of `init_text`, tiled / truncated to m tokens).
+        init_text: Text for ``init="text"``, e.g. a task instruction or the label words.
+        tokenizer: Tokenizer for ``init="text"``: a name or folder (zoo short names work) or a loaded
+            tokenizer saved in a folder; by default the model's own folder (``model.name_or_path``).
+        modules_to_save: Modules trained in full besides the prompt (e.g. a new head).
+    """
+
+    def __init__(
+        self,
+        num_virtual_tokens: int = 100,
+        init: Literal["random", "vocab", "text"] = "random",
+        init_text: str | None = None,
+        tokenizer: str | PreTrainedTokenizerBase | None = None,
+        modules_to_save: list[str] | None = None,
+    ) -> None:
+        super().__init__(num_virtual_tokens, modules_to_save)
+        if init not in ("random", "vocab", "text"):
+            raise MethodConfigError(f"PromptTuning init={init!r} is unknown; use 'random', 'vocab' or 'text'.")
+        if (init == "text") != bool(init_text):
+            raise MethodConfigError(
+                "PromptTuning needs init_text exactly when init='text'; set both, or neither for random/vocab init."
+            )
+        self.init, self.init_text, self.tokenizer = init, init_text, tokenizer
+
+    def _tokenizer_path(self, model: nn.Module) -> str:
+        tokenizer = self.tokenizer
+        if isinstance(tokenizer, str):
+            from .. import zoo
+
+            tokenizer = zoo.load_tokenizer(tokenizer)
+        path = tokenizer.name_or_path if tokenizer is not None else getattr(model, "name_or_path", "")
+        if not path:
+            raise MethodConfigError(
+                "PromptTuning init='text' needs the tokenizer's name or folder; pass tokenizer='<name or path>'."
+            )
+        return path
+
+    def peft_config(self, model, task_type, modules_to_save) -> PromptTuningConfig:
+        text = self.init == "text"
+        return PromptTuningConfig(
+            task_type=task_type,
+            num_virtual_tokens=self.num_virtual_tokens,
+            prompt_tuning_init={"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}[self.init],
+            prompt_tuning_init_text=self.init_text if text else None,
+            tokenizer_name_or_path=self._tokenizer_path(model) if text else None,
+            modules_to_save=modules_to_save or None,
+        )
+
+
+class PrefixTuning(_PeftPrompt):
+    """Prefix tuning (Li & Liang 2021, arXiv:2101.00190) through peft's `PrefixTuningConfig`.
+
+    Works with the installed transformers' cache API on Llama, GPT-2 and T5 (tested forward and
+    backward). Not with gradient checkpointing in peft's implementation (the prefix is passed as a
+    cache); leave it off.
+
+    Args:
+        num_virtual_tokens: Prefix length per layer (paper: 10 for table-to-text, 100-200 for summarisation).
+        prefix_projection: Produce the prefixes with an MLP (the paper's reparameterisation, which
+            trains more stably); without it the key/value prefixes are trained directly.
+        encoder_hidden_size: Width of that MLP's hidden layer (paper: 512).
+        modules_to_save: Modules trained in full besides the prefix (e.g. a new head).
+    """
+
+    def __init__(
+        self,
+        num_virtual_tokens: int = 10,
+        prefix_projection: bool = False,
+        encoder_hidden_size: int = 512,
+        modules_to_save: list[str] | None = None,
+    ) -> None:
+        super().__init__(num_virtual_tokens, modules_to_save)
+        if encoder_hidden_size < 1:
+            raise MethodConfigError(f"encoder_hidden_size={encoder_hidden_size} must be a positive integer (paper: 512).")
+        self.prefix_projection, self.encoder_hidden_size = prefix_projection, encoder_hidden_size
+
+    def peft_config(self, model, task_type, modules_to_save) -> PrefixTuningConfig:
+        return PrefixTuningConfig(
+            task_type=task_type,
+            num_virtual_tokens=self.num_virtual_tokens,
+            prefix_projection=self.prefix_projection,
+            encoder_hidden_size=self.encoder_hidden_size,
+            modules_to_save=modules_to_save or None,
+        )
