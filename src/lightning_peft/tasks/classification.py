@@ -52,9 +52,12 @@ class HeadClassification(_Classification):
             raise TaskConfigError(f"No classification head found on {type(model).__name__}; expected 'score' or 'classifier'.")
         return sorted(head)
 
+    def scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Class scores [B, classes]: the head's logits."""
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return self._output(logits, batch["labels"])
+        return self._output(self.scores(model, batch["input_ids"], batch["attention_mask"]), batch["labels"])
 
 
 def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,11 +107,14 @@ class VerbalizerClassification(_Classification):
         self.words = words
         self.label_token_ids = torch.tensor(first)
 
-    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
-        input_ids, attention_mask = left_align(batch["input_ids"], batch["attention_mask"])
+    def scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Class scores [B, classes]: the LM's logits for each label word at the answer position."""
+        input_ids, attention_mask = left_align(input_ids, attention_mask)
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         logits = model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
         ).logits[:, -1]
-        scores = logits.index_select(-1, self.label_token_ids.to(logits.device))
-        return self._output(scores, batch["labels"])
+        return logits.index_select(-1, self.label_token_ids.to(logits.device))
+
+    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
+        return self._output(self.scores(model, batch["input_ids"], batch["attention_mask"]), batch["labels"])

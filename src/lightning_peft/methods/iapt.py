@@ -1,0 +1,301 @@
+"""IAPT: instruction-aware prompt tuning.
+
+Zhu, Tian, Yin, Ni, Wang, Xie 2024, "IAPT: Instruction-Aware Prompt Tuning for Large Language Models",
+arXiv:2405.18203 (ACL 2024 as "IAPT: Instance-Aware Prompt Tuning for Large Language Models"). No public code.
+
+Instead of one fixed soft prompt, a small generator at every transformer layer l turns that layer's
+hidden states of the *instruction* into k soft tokens (paper: k=4): down-projection, self-attention
+pooling to k vectors, a learned rational activation P(x)/Q(x), up-projection. The prompt thus adapts
+to each input while the backbone stays frozen.
+
+How it is wired here (our decisions; the paper does not pin them down):
+
+- The wrapper (`IAPTModel`, a `PromptedModel`) prepends k placeholder positions to the input
+  embeddings; a forward pre-hook on each layer overwrites the hidden states at those k positions
+  with the layer's generated prompt, computed from the layer's *incoming* hidden states at the
+  instruction positions. Layer 0's prompt comes from the instruction's embeddings, so the
+  placeholder values are never read. The generator thus reads the instruction's states "right
+  before the layer" in the same pass (unverified: the paper might read them from a separate
+  prompt-free pass).
+- Instruction positions: real tokens (`attention_mask`) that carry no loss (`labels == -100`
+  when token labels are given), so an SFT response never leaks into the prompt. Without token
+  labels (classification, generation) the whole input is the instruction.
+- Encoder-decoder models (T5): the prompt goes to the encoder and only encoder layers get
+  generators.
+- Unverified in the paper, so they are arguments: the bottleneck width, sharing one generator
+  across layers, the rational degrees and initialisation, and normalising the hidden states
+  before the down-projection (parameter-free layer norm; residual streams grow with depth and a
+  degree-5 numerator amplifies large inputs). Pooling uses k learned queries attending over the
+  down-projected instruction states, which serve as both keys and values.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from functools import lru_cache
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Adapted, MethodConfigError, freeze, trainable_groups
+from .prompt_inputs import IGNORE_INDEX, PromptedModel, is_encoder_decoder
+from .selective import transformer_layers
+from .targets import check_targets
+
+RationalInit = Literal["gelu", "identity"]
+
+# Least-squares fit of the safe Pade form below to GELU on [-6, 6] (max error 4e-3 there), found with
+# `fit_rational("gelu", 5, 4)`; stored so the default does not run an optimiser at construction.
+GELU_5_4 = (
+    (-0.0037356, 0.50029405, 0.42404209, 0.12888698, 0.01660467, 0.00076022),
+    (0.0074555, 0.25234200, 0.00130672, 0.00141847),
+)
+_FIT_RANGE = 6.0
+
+
+def rational(x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """Safe Pade form R(x) = (a_0 + a_1 x + ... + a_m x^m) / (1 + |b_1 x + ... + b_n x^n|).
+
+    Molina, Schramowski, Kersting 2020, "Pade Activation Units", arXiv:1907.06732: the absolute
+    value keeps the denominator >= 1, so R has no poles whatever the learned coefficients.
+    """
+    p = torch.zeros_like(x) + numerator[-1]
+    for coefficient in numerator.flip(0)[1:]:
+        p = p * x + coefficient
+    q = torch.zeros_like(x) + denominator[-1]
+    for coefficient in denominator.flip(0)[1:]:
+        q = q * x + coefficient
+    return p / (1 + (q * x).abs())
+
+
+@lru_cache(maxsize=None)
+def fit_rational(function: RationalInit, numerator: int, denominator: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Coefficients (a_0..a_m, b_1..b_n) of `rational` closest to `function` on [-6, 6].
+
+    A linear least-squares solve of P(x) - y (b_1 x + ... + b_n x^n) = y starts an L-BFGS refinement
+    of the mean squared error of the exact (absolute-value) form.
+    """
+    if function == "identity":
+        return tuple(float(j == 1) for j in range(numerator + 1)), (0.0,) * denominator
+    x = torch.linspace(-_FIT_RANGE, _FIT_RANGE, 512, dtype=torch.float64)
+    y = F.gelu(x)
+    powers = torch.stack([x**j for j in range(max(numerator, denominator) + 1)], dim=-1)
+    system = torch.cat([powers[:, : numerator + 1], -y[:, None] * powers[:, 1 : denominator + 1]], dim=1)
+    start = torch.linalg.lstsq(system, y[:, None]).solution[:, 0]
+    a, b = start[: numerator + 1].clone().requires_grad_(), start[numerator + 1 :].clone().requires_grad_()
+    optimizer = torch.optim.LBFGS([a, b], max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (rational(x, a, b) - y).square().mean()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return tuple(a.detach().tolist()), tuple(b.detach().tolist())
+
+
+class RationalActivation(nn.Module):
+    """A learned rational activation (see `rational`) with its own coefficients.
+
+    Args:
+        numerator: Degree m of P.
+        denominator: Degree n of Q (n >= 1).
+        init: Start as "gelu" (least-squares fit) or exactly as "identity".
+    """
+
+    def __init__(self, numerator: int = 5, denominator: int = 4, init: RationalInit = "gelu") -> None:
+        super().__init__()
+        a, b = GELU_5_4 if (init, numerator, denominator) == ("gelu", 5, 4) else fit_rational(init, numerator, denominator)
+        self.numerator = nn.Parameter(torch.tensor(a, dtype=torch.float32))
+        self.denominator = nn.Parameter(torch.tensor(b, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rational(x, self.numerator, self.denominator)
+
+
+class PromptGenerator(nn.Module):
+    """One layer's generator: instruction hidden states [B, T, d] -> k soft tokens [B, k, d].
+
+    down (d -> r) -> pooling (k learned queries, softmax over the instruction positions) ->
+    rational activation -> up (r -> d). A row without instruction positions pools to zero.
+    """
+
+    def __init__(self, hidden_size: int, num_tokens: int, bottleneck: int, degrees: tuple[int, int],
+                 rational_init: RationalInit, normalize_input: bool) -> None:
+        super().__init__()
+        self.normalize_input = normalize_input
+        self.down = nn.Linear(hidden_size, bottleneck)
+        # Small queries start as (almost) mean pooling over the instruction.
+        self.queries = nn.Parameter(torch.randn(num_tokens, bottleneck) * 0.02)
+        self.activation = RationalActivation(*degrees, init=rational_init)
+        self.up = nn.Linear(bottleneck, hidden_size)
+
+    def forward(self, hidden: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        if self.normalize_input:
+            hidden = F.layer_norm(hidden, hidden.shape[-1:])
+        states = self.down(hidden)
+        scores = torch.einsum("kr,btr->bkt", self.queries, states) / math.sqrt(states.shape[-1])
+        scores = scores.masked_fill(~instruction[:, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # all -inf (no instruction) -> zeros
+        return self.up(self.activation(weights @ states))
+
+
+class _LayerHook:
+    """Forward pre-hook that writes layer `index`'s prompt into the first k hidden positions.
+
+    It holds its wrapper weakly: hooks never keep a deleted wrapper alive, and the wrapper's
+    finalizer removes them from the base.
+    """
+
+    def __init__(self, owner: IAPTModel, index: int) -> None:
+        self.owner, self.index = weakref.ref(owner), index
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
+        owner = self.owner()
+        if owner is None or owner.instruction is None or owner.layers[self.index] is not module:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[:2] != owner.instruction.shape:
+            return None  # not the wrapper's sequence (e.g. a decoder layer with a shared class)
+        prompt = owner.generator(self.index)(hidden.float(), owner.instruction).to(hidden.dtype)
+        hidden = torch.cat([prompt, hidden[:, owner.num_tokens :]], dim=1)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+
+class IAPTModel(PromptedModel):
+    """A frozen model whose every (encoder) layer reads k soft tokens generated from the instruction.
+
+    Built by `IAPT.apply`; call it like the base model. `remove_hooks()` (or deleting the wrapper)
+    restores the base's own behaviour.
+    """
+
+    def __init__(self, base: nn.Module, num_tokens: int, bottleneck: int, share_generators: bool,
+                 rational_degrees: tuple[int, int], rational_init: RationalInit, normalize_input: bool) -> None:
+        super().__init__(base)
+        self.num_tokens = num_tokens
+        self.prompt_config = {
+            "method": "iapt", "num_tokens": num_tokens, "bottleneck": bottleneck, "share_generators": share_generators,
+            "rational_degrees": list(rational_degrees), "rational_init": rational_init, "normalize_input": normalize_input,
+        }
+        stack = base.get_encoder() if is_encoder_decoder(base) else base
+        self.layers = list(transformer_layers(stack))  # a plain list: the base already registers them
+        hidden_size = base.get_input_embeddings().embedding_dim
+        count = 1 if share_generators else len(self.layers)
+        device = base.get_input_embeddings().weight.device
+        self.generators = nn.ModuleList(
+            PromptGenerator(hidden_size, num_tokens, bottleneck, tuple(rational_degrees), rational_init, normalize_input)
+            for _ in range(count)
+        ).to(device)
+        self.instruction: torch.Tensor | None = None  # [B, k + L] bool, set only while forward runs
+        handles = [layer.register_forward_pre_hook(_LayerHook(self, i), with_kwargs=True) for i, layer in enumerate(self.layers)]
+        self._finalizer = weakref.finalize(self, _remove, handles)
+
+    def generator(self, index: int) -> PromptGenerator:
+        return self.generators[0 if len(self.generators) == 1 else index]
+
+    def remove_hooks(self) -> nn.Module:
+        """Detach the generators from the base for good and return the plain base model."""
+        self._finalizer()
+        return self.base
+
+    def prompt(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None):
+        """Placeholders: every layer's hook overwrites them before they are read."""
+        placeholder = inputs_embeds.new_zeros(inputs_embeds.shape[0], self.num_tokens, inputs_embeds.shape[-1])
+        return placeholder, inputs_embeds
+
+    def instruction_mask(self, batch: int, length: int, device: torch.device, attention_mask: torch.Tensor | None,
+                         labels: torch.Tensor | None) -> torch.Tensor:
+        """[B, k + L] bool: True at real input tokens without a loss; False at the k prompt positions."""
+        mask = torch.ones(batch, length, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
+        token_labels = labels is not None and labels.dim() == 2 and labels.shape[1] == length
+        if token_labels and not is_encoder_decoder(self.base):
+            mask = mask & (labels == IGNORE_INDEX)
+        return torch.cat([mask.new_zeros(batch, self.num_tokens), mask], dim=1)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, inputs_embeds=None, **kwargs):
+        if not self._finalizer.alive:
+            raise RuntimeError("This IAPT wrapper's hooks were removed; call the base model (or apply IAPT again).")
+        reference = input_ids if input_ids is not None else inputs_embeds
+        if reference is None:
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        self.instruction = self.instruction_mask(*reference.shape[:2], reference.device, attention_mask, labels)
+        try:
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   labels=labels, inputs_embeds=inputs_embeds, **kwargs)
+        finally:
+            self.instruction = None  # the base behaves as itself when called directly
+
+
+def _remove(handles) -> None:
+    for handle in handles:
+        handle.remove()
+
+
+class IAPT:
+    """IAPT (Zhu et al., ACL 2024): per-layer prompt generators conditioned on the instruction.
+
+    Example::
+
+        from transformers import AutoModelForCausalLM
+        from lightning_peft.methods.iapt import IAPT
+        adapted = IAPT(num_tokens=4, bottleneck=32).apply(AutoModelForCausalLM.from_pretrained(path))
+        adapted.model(input_ids=ids, attention_mask=mask)   # an IAPTModel; the base stays frozen
+        adapted.groups["prompt"]                            # every generator parameter
+
+    Args:
+        num_tokens: Soft tokens generated per layer (paper: 4).
+        bottleneck: Width r of the generator's down-projection (unverified; paper's value not public).
+        share_generators: One generator for all layers instead of one per layer (unverified option).
+        rational_degrees: (m, n) degrees of the rational activation's numerator and denominator.
+        rational_init: Initial shape of the rational activation: "gelu" (fitted) or "identity" (exact).
+        normalize_input: Layer-normalise (no learned scale) the hidden states before the down-projection.
+        modules_to_save: Base modules trained in full besides the generators (e.g. a new head).
+    """
+
+    def __init__(
+        self,
+        num_tokens: int = 4,
+        bottleneck: int = 32,
+        share_generators: bool = False,
+        rational_degrees: tuple[int, int] = (5, 4),
+        rational_init: RationalInit = "gelu",
+        normalize_input: bool = True,
+        modules_to_save: list[str] | None = None,
+    ) -> None:
+        if num_tokens < 1:
+            raise MethodConfigError(f"IAPT num_tokens={num_tokens} must be a positive integer (paper: 4).")
+        if bottleneck < 1:
+            raise MethodConfigError(f"IAPT bottleneck={bottleneck} must be a positive integer (e.g. 32).")
+        degrees = tuple(rational_degrees)
+        if len(degrees) != 2 or degrees[0] < 1 or degrees[1] < 1:
+            raise MethodConfigError(f"IAPT rational_degrees={list(rational_degrees)} must be two degrees >= 1, e.g. [5, 4].")
+        if rational_init not in ("gelu", "identity"):
+            raise MethodConfigError(f"IAPT rational_init={rational_init!r} must be 'gelu' or 'identity'.")
+        self.num_tokens, self.bottleneck, self.share_generators = num_tokens, bottleneck, share_generators
+        self.rational_degrees, self.rational_init, self.normalize_input = degrees, rational_init, normalize_input
+        self.modules_to_save = list(modules_to_save or [])
+
+    def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
+        """Freeze `model`, hook generators onto its layers and return the wrapper with its groups."""
+        if model.get_input_embeddings() is None:
+            raise MethodConfigError(f"IAPT needs a model with input embeddings; {type(model).__name__} has none.")
+        layers = (model.get_encoder() if is_encoder_decoder(model) else model).modules()
+        if any(isinstance(hook, _LayerHook) and hook.owner() is not None
+               for layer in layers for hook in layer._forward_pre_hooks.values()):
+            raise MethodConfigError("This model already carries IAPT generators; apply IAPT to a fresh base model.")
+        save = sorted(set(self.modules_to_save) | set(modules_to_save or []))
+        if save:
+            check_targets(model, save, what="modules_to_save")
+        freeze(model)
+        for path, module in model.named_modules():
+            if path in save or path.rsplit(".", 1)[-1] in save:
+                module.requires_grad_(True)
+        wrapper = IAPTModel(model, self.num_tokens, self.bottleneck, self.share_generators, self.rational_degrees,
+                            self.rational_init, self.normalize_input)
+        return Adapted(wrapper, trainable_groups(wrapper, lambda name: "prompt" if name.startswith("generators.") else "head"))

@@ -1,0 +1,194 @@
+"""IAPT: per-layer prompts generated from the instruction, on the three tiny architectures."""
+
+import gc
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+
+from lightning_peft import zoo
+from lightning_peft.methods.base import MethodConfigError
+from lightning_peft.methods.iapt import IAPT, IAPTModel, RationalActivation, fit_rational
+from lightning_peft.tasks.classification import VerbalizerClassification
+from tests.conftest import tiny_causal_lm
+
+K = 4
+INSTRUCTION = 5  # the first 5 tokens are the instruction, the rest the response
+
+
+def _base(name):
+    return AutoModelForSeq2SeqLM.from_pretrained(zoo.resolve(name)) if name == "tiny-t5" else tiny_causal_lm(name)
+
+
+def _sft_batch():
+    ids = torch.randint(20, 1000, (2, 8), generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[1] * 8, [1] * 6 + [0] * 2])
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :INSTRUCTION] = -100
+    return ids, mask, labels
+
+
+def _layer_prompts(adapted, **inputs):
+    """The k hidden states each layer receives at the prompt positions (read after IAPT's hook wrote them)."""
+    seen = {}
+    handles = [layer.register_forward_pre_hook(lambda m, a, kw, i=i: seen.__setitem__(i, (a[0] if a else kw["hidden_states"])[:, :K]), with_kwargs=True)
+               for i, layer in enumerate(adapted.model.layers)]
+    with torch.no_grad():
+        adapted.model(**inputs)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-t5"])
+def test_forward_backward_trains_every_generator_and_no_base_weight(name):
+    base = _base(name)
+    adapted = IAPT(num_tokens=K, bottleneck=8).apply(base)
+    ids, mask, labels = _sft_batch()
+    if name == "tiny-t5":
+        labels = torch.tensor([[5, 6, 7], [8, 9, -100]])
+    loss = adapted.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert set(adapted.groups) == {"prompt"}
+    assert len(adapted.model.generators) == len(adapted.model.layers) == 2
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapted.groups["prompt"].values())
+    assert not any(p.requires_grad or p.grad is not None for p in base.parameters())
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_prompt_depends_on_instruction_not_on_response(name):
+    adapted = IAPT(num_tokens=K, bottleneck=8).apply(_base(name))
+    ids, mask, labels = _sft_batch()
+    reference = _layer_prompts(adapted, input_ids=ids, attention_mask=mask, labels=labels)
+    response_changed, instruction_changed = ids.clone(), ids.clone()
+    response_changed[:, INSTRUCTION] += 1
+    instruction_changed[:, 1] += 1
+    same = _layer_prompts(adapted, input_ids=response_changed, attention_mask=mask, labels=labels)
+    other = _layer_prompts(adapted, input_ids=instruction_changed, attention_mask=mask, labels=labels)
+    for layer in (0, 1):
+        assert reference[layer].abs().sum() > 0
+        torch.testing.assert_close(same[layer], reference[layer], rtol=0, atol=0)
+        assert not torch.allclose(other[layer], reference[layer])
+
+
+def test_layers_get_different_prompts_unless_shared():
+    ids, mask, labels = _sft_batch()
+    torch.manual_seed(0)
+    separate = _layer_prompts(IAPT(bottleneck=8).apply(tiny_causal_lm()), input_ids=ids, attention_mask=mask)
+    shared_adapted = IAPT(bottleneck=8, share_generators=True).apply(tiny_causal_lm())
+    assert len(shared_adapted.model.generators) == 1
+    assert shared_adapted.num_trainable() * 2 == IAPT(bottleneck=8).apply(tiny_causal_lm()).num_trainable()
+    assert not torch.allclose(separate[0], separate[1])
+
+
+def test_padding_does_not_change_a_row():
+    """The verbalizer task's left-aligned call gives each row what it gets alone: padding is no instruction."""
+    adapted = IAPT(bottleneck=8).apply(tiny_causal_lm().eval())
+    ids, mask, _ = _sft_batch()
+    task = VerbalizerClassification()
+    task.bind(zoo.load_tokenizer("tiny-llama"), ["a", "b"])
+    with torch.no_grad():
+        batch = task.scores(adapted.model, ids, mask)
+        alone = task.scores(adapted.model, ids[1:, :6], mask[1:, :6])
+    torch.testing.assert_close(batch[1:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_base_called_directly_is_unchanged():
+    base = tiny_causal_lm().eval()
+    ids, _, _ = _sft_batch()
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        adapted = IAPT().apply(base)
+        adapted.model(input_ids=ids)
+        after = base(input_ids=ids).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def _hook_count(model):
+    return sum(len(layer._forward_pre_hooks) for layer in model.modules())
+
+
+def test_hooks_leave_with_the_wrapper_and_stay_per_model():
+    first, second = tiny_causal_lm(), tiny_causal_lm()
+    adapted = IAPT().apply(first)
+    assert _hook_count(first) == 2
+    with pytest.raises(MethodConfigError, match="already carries IAPT"):
+        IAPT().apply(first)
+    ids, mask, labels = _sft_batch()
+    with torch.no_grad():
+        before = adapted.model(input_ids=ids, attention_mask=mask).logits
+        IAPT().apply(second)
+        after = adapted.model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert _hook_count(first) == 2
+    del adapted
+    gc.collect()
+    assert _hook_count(first) == 0
+    IAPT().apply(first)  # a fresh wrapper may take the base again
+
+
+def test_remove_hooks_returns_the_plain_base():
+    base = tiny_causal_lm()
+    wrapper = IAPT().apply(base).model
+    assert wrapper.remove_hooks() is base and _hook_count(base) == 0
+    with pytest.raises(RuntimeError, match="hooks were removed"):
+        wrapper(input_ids=torch.tensor([[5, 6]]))
+
+
+def test_head_group_trains_modules_to_save():
+    base = AutoModelForSequenceClassification.from_pretrained(zoo.resolve("tiny-llama"), num_labels=3, pad_token_id=0)
+    adapted = IAPT(bottleneck=8).apply(base, modules_to_save=["score"])
+    assert set(adapted.groups) == {"prompt", "head"}
+    assert list(adapted.groups["head"]) == ["base.score.weight"]
+    with pytest.raises(MethodConfigError, match="modules_to_save"):
+        IAPT(modules_to_save=["no_such_head"]).apply(tiny_causal_lm())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids, mask, labels = _sft_batch()
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        base = tiny_causal_lm()
+        adapted = IAPT(bottleneck=8).apply(base)
+        if checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        adapted.model.train()(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in adapted.groups["prompt"].values()]))
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_rational_activation_starts_as_gelu_or_identity_and_has_no_poles():
+    x = torch.linspace(-6, 6, 601)
+    assert (RationalActivation(5, 4, "gelu")(x) - F.gelu(x)).abs().max() < 5e-3
+    torch.testing.assert_close(RationalActivation(3, 2, "identity")(x), x)
+    a, b = fit_rational("gelu", 4, 4)  # other degrees are fitted on construction
+    assert (RationalActivation(4, 4, "gelu")(x) - F.gelu(x)).abs().max() < 2e-2 and len(a) == 5 and len(b) == 4
+    stored = torch.cat([RationalActivation(5, 4).numerator, RationalActivation(5, 4).denominator])
+    torch.testing.assert_close(stored, torch.tensor(fit_rational("gelu", 5, 4)[0] + fit_rational("gelu", 5, 4)[1]),
+                               atol=1e-4, rtol=0)  # the stored default is what the fit gives
+    wild = RationalActivation(5, 4, "gelu")
+    with torch.no_grad():
+        wild.denominator.copy_(torch.tensor([-3.0, 1.0, -2.0, 0.5]))
+    assert torch.isfinite(wild(torch.linspace(-50, 50, 10001))).all()
+
+
+def test_wrapper_exposes_its_config():
+    wrapper = IAPT(num_tokens=2, bottleneck=8, rational_degrees=(3, 2)).apply(tiny_causal_lm()).model
+    assert isinstance(wrapper, IAPTModel)
+    assert wrapper.prompt_config == {"method": "iapt", "num_tokens": 2, "bottleneck": 8, "share_generators": False,
+                                     "rational_degrees": [3, 2], "rational_init": "gelu", "normalize_input": True}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_tokens": 0}, "num_tokens"),
+    ({"bottleneck": 0}, "bottleneck"),
+    ({"rational_degrees": (5,)}, "rational_degrees"),
+    ({"rational_degrees": (5, 0)}, "rational_degrees"),
+    ({"rational_init": "relu"}, "rational_init"),
+])
+def test_bad_config_fails_at_construction(kwargs, message):
+    with pytest.raises(MethodConfigError, match=message):
+        IAPT(**kwargs)
