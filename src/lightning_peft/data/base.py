@@ -149,20 +149,27 @@ class TokenizedDataModule(LightningDataModule):
         data = self.datasets[split]
         if len(data) == 0:
             return []  # e.g. val_size=0: Lightning skips a loop with no dataloader
-        batch_size = self.batch_size if train else self.eval_batch_size
-        sampler = LengthBucketBatchSampler(
-            data.lengths(), batch_size, shuffle=train, seed=self.split_seed,
-            # Without bucketing a 1-batch megabatch is a plain seeded shuffle that can still resume mid-epoch.
-            megabatch_batches=50 if self.bucket_by_length else 1,
-        )
+        sampler = self.batch_sampler(data, train)
         if train and self._resume is not None:
             sampler.skip_batches(self._resume[1], epoch=self._resume[0])
             self._resume = None
         # A private generator: otherwise each `iter()` draws a worker seed from the global RNG, and a run
         # resumed at an epoch boundary would draw it before its RNG state is restored, shifting every dropout mask.
-        return DataLoader(data, batch_sampler=sampler, collate_fn=PadCollator(self.pad_token_id, self.collate_kind),
+        return DataLoader(data, batch_sampler=sampler, collate_fn=self.collator(),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           generator=torch.Generator().manual_seed(self.split_seed))
+
+    def batch_sampler(self, data: TokenizedDataset, train: bool) -> LengthBucketBatchSampler:
+        """Which examples form each batch (subclasses may batch by token budget instead)."""
+        return LengthBucketBatchSampler(
+            data.lengths(), self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.split_seed,
+            # Without bucketing a 1-batch megabatch is a plain seeded shuffle that can still resume mid-epoch.
+            megabatch_batches=50 if self.bucket_by_length else 1,
+        )
+
+    def collator(self) -> Any:
+        """Turns a list of examples into a batch of tensors (padded here; subclasses may pack)."""
+        return PadCollator(self.pad_token_id, self.collate_kind)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -6,6 +6,7 @@ from typing import Any, Optional, Union
 
 from lightning_peft.data.base import Record, TokenizedDataModule, fill
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.packing import PackingCollator, TokenBudgetBatchSampler
 from lightning_peft.data.splits import SplitSize
 from lightning_peft.data.tokenized import Store, flatten
 
@@ -26,6 +27,10 @@ def truncate_pair(prompt: list[int], response: list[int], max_length: int) -> tu
 class SFTData(TokenizedDataModule):
     """Causal-LM SFT batches `{"input_ids", "attention_mask", "labels"}`; `labels` is -100 on prompt and padding.
 
+    With `packing: true` each batch is one padding-free row `{"input_ids", "position_ids", "labels"}` of
+    shape `[1, total tokens]` instead (see `lightning_peft.data.packing`); count its tokens as
+    `input_ids.numel()`, since there is no `attention_mask`.
+
     Args:
         dataset: Catalog name of an SFT dataset (e.g. movie_dialog), of a classification set used as
             instructions (set prompt_column: text, response_column: label), or a local .jsonl/.json/.csv/.parquet file.
@@ -44,6 +49,11 @@ class SFTData(TokenizedDataModule):
         split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
         bucket_by_length: Batch examples of similar length together; else a plain seeded shuffle.
         num_workers: DataLoader worker processes.
+        packing: Concatenate each batch's examples into one row without padding (position ids restart per
+            example; attention and loss never cross examples). Needs a model whose attention honours packed
+            position ids (transformers >= 4.53 decoder-only models with sdpa, eager, flex or flash attention).
+        max_tokens_per_batch: With packing, fill each training batch up to this many tokens instead of taking
+            batch_size examples (at least max_length); null keeps batch_size examples per batch.
 
     Example::
 
@@ -71,6 +81,8 @@ class SFTData(TokenizedDataModule):
         split_seed: int = 42,
         bucket_by_length: bool = True,
         num_workers: int = 0,
+        packing: bool = False,
+        max_tokens_per_batch: Optional[int] = None,
     ) -> None:
         super().__init__(dataset, tokenizer, batch_size, eval_batch_size, val_size, test_size, max_train_examples,
                          max_eval_examples, split_seed, bucket_by_length, num_workers)
@@ -81,6 +93,23 @@ class SFTData(TokenizedDataModule):
         self.prompt_template = prompt_template
         self.chat_template = chat_template
         self.max_length = max_length
+        if max_tokens_per_batch is not None:
+            if not packing:
+                raise DataConfigError("max_tokens_per_batch applies to packed batches only; set packing: true or "
+                                      "remove max_tokens_per_batch.")
+            if not isinstance(max_tokens_per_batch, int) or max_tokens_per_batch < max_length:
+                raise DataConfigError(f"max_tokens_per_batch={max_tokens_per_batch!r} must be an integer >= max_length "
+                                      f"({max_length}), so every example fits in a batch.")
+        self.packing = packing
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def collator(self) -> Any:
+        return PackingCollator() if self.packing else super().collator()
+
+    def batch_sampler(self, data: Any, train: bool) -> Any:
+        if train and self.max_tokens_per_batch is not None:
+            return TokenBudgetBatchSampler(data.lengths(), self.max_tokens_per_batch, shuffle=True, seed=self.split_seed)
+        return super().batch_sampler(data, train)
 
     def prepare_records(self, records: list[Record]) -> list[Record]:
         return self.pair_records(records, (self.prompt_column, "prompt_column"), (self.response_column, "response_column"))

@@ -1,0 +1,107 @@
+"""Padding-free packing for SFT: a batch's examples concatenated into one row, no padding token computed.
+
+The packed row carries `position_ids` that restart at 0 for every example and no `attention_mask`.
+From that, `transformers` (>= 4.53, `masking_utils.find_packed_sequence_indices`) builds a
+block-diagonal causal mask for the eager, sdpa and flex attention backends (and flash-attention
+reads the same boundaries from the position ids), so no token attends across examples. The first
+token of every example gets label -100, so no loss crosses a boundary either. The loss of a packed
+batch therefore equals the padded batch's token-weighted mean, while the compute spent on padding
+(and on length imbalance within a batch) disappears. Same idea as `DataCollatorWithFlattening`
+("Enhancing Training Efficiency Using Packing with Flash Attention", Kundu et al. 2024, arXiv:2407.09105).
+
+Counting tokens: a packed batch has no `attention_mask` and no padding, so its number of real
+tokens is `batch["input_ids"].numel()` (with padding it is `batch["attention_mask"].sum()`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from lightning_peft.data.collate import IGNORE_INDEX
+from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.sampler import LengthBucketBatchSampler, _world
+
+
+class PackingCollator:
+    """Collate SFT examples into `{"input_ids", "position_ids", "labels"}`, each `LongTensor[1, total tokens]`.
+
+    `labels` is -100 on each example's prompt (its first `prompt_length` tokens) and on each example's
+    first token (which would otherwise be predicted from the previous example's last token).
+
+    Example::
+
+        >>> batch = PackingCollator()([{"input_ids": [5, 6, 7], "prompt_length": 1}, {"input_ids": [8, 9], "prompt_length": 1}])
+        >>> batch["position_ids"].tolist(), batch["labels"].tolist()
+        ([[0, 1, 2, 0, 1]], [[-100, 6, 7, -100, 9]])
+    """
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids, position_ids, labels = [], [], []
+        for example in examples:
+            ids = list(example["input_ids"])
+            masked = max(1, int(example["prompt_length"]))
+            input_ids.extend(ids)
+            position_ids.extend(range(len(ids)))
+            labels.extend([IGNORE_INDEX] * min(masked, len(ids)) + ids[masked:])
+        as_row = lambda values: torch.tensor([values], dtype=torch.long)  # noqa: E731
+        return {"input_ids": as_row(input_ids), "position_ids": as_row(position_ids), "labels": as_row(labels)}
+
+
+class TokenBudgetBatchSampler(LengthBucketBatchSampler):
+    """Batches of as many examples as fit in `max_tokens` tokens (their lengths summed), for packed rows.
+
+    Each epoch the indices are shuffled from `seed + epoch` (as in `LengthBucketBatchSampler`) and cut
+    greedily: an example starts a new batch when it would push the current one past `max_tokens`. The
+    number of batches therefore varies slightly between epochs; `len()` is that of the current epoch.
+    Resume (`skip_batches`) and DDP sharding work as in the parent class.
+
+    Args:
+        lengths: Length of every example, indexed like the dataset.
+        max_tokens: Token budget of one batch; must be at least the longest example.
+        shuffle: Reshuffle per epoch; False keeps the index order (evaluation).
+        seed: Base seed of the per-epoch permutation.
+        drop_last: Drop the last (possibly underfull) batch.
+        sampler: Indices to draw from (Lightning injects its `DistributedSampler` here under DDP).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        sampler: Optional[Sampler[int]] = None,
+    ) -> None:
+        super().__init__(lengths, batch_size=1, shuffle=shuffle, seed=seed, drop_last=drop_last, sampler=sampler)
+        longest = max(self.lengths, default=0)
+        if not isinstance(max_tokens, int) or max_tokens < max(longest, 1):
+            raise DataConfigError(f"max_tokens_per_batch={max_tokens!r} is smaller than the longest example ({longest} "
+                                  "tokens); raise it to at least max_length.")
+        self.max_tokens = max_tokens
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        pool = self._pool()
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            pool = [pool[k] for k in torch.randperm(len(pool), generator=generator).tolist()]
+        batches, current, used = [], [], 0
+        for index in pool:
+            if current and used + self.lengths[index] > self.max_tokens:
+                batches.append(current)
+                current, used = [], 0
+            current.append(index)
+            used += self.lengths[index]
+        if current and not self.drop_last:
+            batches.append(current)
+        return batches
+
+    def __len__(self) -> int:
+        batches = self.epoch_batches(self._current_epoch())
+        if self._own_sampler():
+            batches = self._shard(batches, *_world())
+        return len(batches)
+
