@@ -13,6 +13,22 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _isolate_launch_state():
+    """Undo what an in-process Lightning run leaves behind for later tests.
+
+    A `Trainer(strategy="ddp")` exports LOCAL_RANK/WORLD_SIZE/MASTER_PORT into os.environ and keeps
+    its process group (and the store listening on MASTER_PORT). A later test's subprocess that
+    inherited them would skip launching its ranks, or race for that port.
+    """
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def tiny_causal_lm(name: str = "tiny-llama"):
     from transformers import AutoModelForCausalLM
 

@@ -117,3 +117,13 @@ def test_checkpoint_for_another_base_model(capsys, tmp_path):
     (ckpt,) = (tmp_path / "llama").rglob("*.ckpt")
     _fails(capsys, tmp_path / "gpt2", _args(tmp_path / "gpt2", *common, "--ckpt_path", str(ckpt), backbone="tiny-gpt2"),
            "trained on base model 'tiny-llama'", "set model.init_args.backbone to 'tiny-llama'")
+
+
+def test_stale_launch_environment_is_refused_instead_of_hanging(capsys, tmp_path, monkeypatch):
+    # What an earlier in-process DDP run (or a torchrun shell) leaves behind: Lightning would trust it,
+    # skip starting rank 1, and rank 0 would wait in the rendezvous forever.
+    for key, value in {"LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}.items():
+        monkeypatch.setenv(key, value)
+    _fails(capsys, tmp_path, _args(tmp_path, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                                   "--trainer.strategy", "ddp"),
+           "started 1 process(es)", "asks for 2", "unset LOCAL_RANK, WORLD_SIZE")

@@ -25,6 +25,7 @@ from .callbacks.probe_contract import ProbeContractError
 from .checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
 from .data import DataConfigError
 from .evaluate_cmd import evaluate_command
+from .launch_env import LaunchEnvironmentError, check_launch_environment
 from .methods import MethodConfigError
 from .modules import FineTuneModule
 from .tables import print_table
@@ -33,8 +34,8 @@ from .zoo import ModelNotFoundError
 
 # Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
 # `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
-USER_ERRORS = (CheckpointError, DataConfigError, MethodConfigError, ModelNotFoundError, ProbeContractError,
-               quant.QuantizationError, TaskConfigError)
+USER_ERRORS = (CheckpointError, DataConfigError, LaunchEnvironmentError, MethodConfigError, ModelNotFoundError,
+               ProbeContractError, quant.QuantizationError, TaskConfigError)
 
 EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge`, `evaluate` (each with --help)."
 
@@ -89,6 +90,7 @@ class LightningPeftCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        check_launch_environment(trainer.num_devices * trainer.num_nodes)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep any IO plugin the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
