@@ -110,11 +110,15 @@ class ClassificationData(TokenizedDataModule):
         return {"kind": "classification", "columns": [self.text_column, self.label_column],
                 "template": self.template, "max_length": self.max_length, "label_names": self.label_names}
 
+    def encode(self, records: list[Record], tokenizer: Any, template: str, argument: str = "template") -> list[list[int]]:
+        """Token ids of every record written with `template` (`argument` names it in errors)."""
+        texts = [fill(template, {**r, "text": r[self.text_column]}, argument) for r in records]
+        return tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
         import torch
 
-        texts = [fill(self.template, {**r, "text": r[self.text_column]}, "template") for r in records]
-        ids = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self.encode(records, tokenizer, self.template)
         index = {name: k for k, name in enumerate(self.label_names)}
         labels = torch.tensor([index[str(r[self.label_column])] for r in records], dtype=torch.long)
         return {**flatten(ids, "input_ids"), "label": labels}
