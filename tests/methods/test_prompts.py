@@ -75,6 +75,7 @@ def test_prefix_tuning_forward_and_backward(name, projection):
 
 def test_prompt_tuning_on_t5_prompts_the_encoder():
     adapted = PromptTuning(num_virtual_tokens=4).apply(_model("tiny-t5"))
+    assert adapted.num_trainable() == 4 * 64  # no unused decoder copy
     ids = torch.randint(20, 1000, (2, 6))
     out = adapted.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids[:, :3].clone())
     assert out.logits.shape[:2] == (2, 3)  # decoder length unchanged

@@ -7,11 +7,12 @@ embeddings must then move by k positions; `prepend_to_inputs` does that in one p
 
 - ``inputs_embeds`` = cat(P, E) along the sequence (P cast to E's dtype);
 - ``attention_mask`` = k ones, then the given mask (all ones when none was given);
-- ``position_ids`` (models that are not encoder-decoder and whose forward takes them): the
-  cumulative sum of the extended mask minus one, clamped at zero, so the prompt holds positions
-  0..k-1 and the real tokens continue contiguously at k, k+1, ... whether the input was right-
-  or left-padded. They are computed when the caller passed position ids or a mask with padding;
-  otherwise the model's default (0..k+L-1) is already that and nothing is passed;
+- ``position_ids`` (models that are not encoder-decoder and whose forward takes them): the prompt
+  holds positions 0..k-1 and the input's follow. Position ids the caller passed are shifted by k
+  (so the restarts of a packed row survive); without them, and with a padded mask, they are the
+  cumulative sum of the extended mask minus one, clamped at zero, so real tokens continue
+  contiguously at k, k+1, ... whether the row was right- or left-padded. Without either, the
+  model's default (0..k+L-1) is already right and nothing is passed;
 - ``labels`` aligned with the tokens ([B, L], e.g. causal-LM or MLM labels) get k times -100
   in front so the prompt positions carry no loss; labels of another shape (class ids) pass as is;
 - encoder-decoder models (``config.is_encoder_decoder``, e.g. T5): the prompt goes to the encoder
@@ -44,6 +45,17 @@ def _accepts(module: nn.Module, name: str) -> bool:
 
 def is_encoder_decoder(model: nn.Module) -> bool:
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Consecutive positions for the attended tokens of each row (padding repeats its neighbour's)."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def shift_positions(position_ids: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions 0..k-1 for a k-vector prompt, then the caller's positions moved up by k."""
+    prompt = torch.arange(k, device=position_ids.device, dtype=position_ids.dtype).expand(position_ids.shape[0], k)
+    return torch.cat([prompt, position_ids + k], dim=1)
 
 
 def pools_last_token(model: nn.Module) -> bool:
@@ -86,6 +98,7 @@ def prepend_to_inputs(
     ones = torch.ones(batch, k, dtype=torch.long, device=device)
     if attention_mask is not None and pools_last_token(model):
         inputs_embeds, attention_mask = left_align_rows(attention_mask, inputs_embeds, attention_mask)
+        position_ids = None  # rows moved; recounted from the mask below
     given_mask = attention_mask
     if attention_mask is None:
         attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
@@ -97,9 +110,11 @@ def prepend_to_inputs(
         if labels is not None:
             kwargs["labels"] = labels
         return kwargs
-    padded = given_mask is not None and not bool(given_mask.bool().all())
-    if (position_ids is not None or padded) and _accepts(model, "position_ids"):
-        kwargs["position_ids"] = (kwargs["attention_mask"].long().cumsum(dim=1) - 1).clamp(min=0)
+    if _accepts(model, "position_ids"):
+        if position_ids is not None:
+            kwargs["position_ids"] = shift_positions(position_ids, k)
+        elif given_mask is not None and not bool(given_mask.bool().all()):
+            kwargs["position_ids"] = positions_from_mask(kwargs["attention_mask"])
     if labels is not None:
         if labels.dim() == 2 and labels.shape[1] == length:
             labels = torch.cat([torch.full((batch, k), IGNORE_INDEX, dtype=labels.dtype, device=labels.device), labels], 1)
@@ -112,11 +127,27 @@ class PromptedModel(nn.Module):
 
     Subclasses implement `prompt`. The wrapper holds the base as ``self.base`` and exposes its
     ``config`` and ``get_input_embeddings``, so tasks call it like the base model.
+
+    For export (`lightning_peft.methods.soft_prompt_io`), the method that built the wrapper sets
+    ``method_config`` to ``{"class_path": ..., "init_args": {...}}`` (JSON-able; rebuilding the
+    method from it and applying it to the same base gives a wrapper with the same parameters),
+    and ``head_names`` to the base parameters it trains in full (``modules_to_save``).
     """
 
     def __init__(self, base: nn.Module) -> None:
         super().__init__()
         self.base = base
+        self.method_config: dict | None = None
+        self.head_names: list[str] = []
+
+    def soft_prompt_state(self) -> dict[str, torch.Tensor]:
+        """What the method trains: every parameter outside ``base``, plus the base's ``head_names``."""
+        heads = {f"base.{name}" for name in self.head_names}
+        return {
+            name: p.detach()
+            for name, p in self.named_parameters(remove_duplicate=False)
+            if not name.startswith("base.") or name in heads
+        }
 
     @property
     def config(self):

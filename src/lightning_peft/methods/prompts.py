@@ -15,8 +15,9 @@ from the first prompt vector, so a left-padded row gets other positions than the
 unpadded, and a decoder-only sequence classifier fed ``inputs_embeds`` pools the last column even
 when it is padding. `fix_prompt_positions` (installed by `apply`, and by
 `lightning_peft.methods.soft_prompt_io.load_soft_prompt` after reloading) corrects both with two
-forward pre-hooks: positions are recounted from the attention mask (real tokens continue right
-after the prompt) and sequence classifiers get their padding moved to the left.
+forward pre-hooks: the caller's position ids reach the base shifted past the prompt (or, without
+them, are counted from the attention mask, so real tokens continue right after the prompt), and
+sequence classifiers get their padding moved to the left.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from .base import Adapted, MethodConfigError, trainable_groups
-from .prompt_inputs import is_encoder_decoder, left_align_rows, pools_last_token
+from .prompt_inputs import is_encoder_decoder, left_align_rows, pools_last_token, positions_from_mask, shift_positions
 from .targets import check_targets
 
 HEAD_MARKER = ".modules_to_save."
+_CARRIED_POSITIONS = "lightning_peft_position_ids"  # peft forwards unknown keywords to the base model untouched
 
 
 def _group_of(name: str) -> str:
@@ -55,30 +57,34 @@ def task_type_of(model: nn.Module) -> TaskType:
     )
 
 
-def _drop_position_ids(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Before peft's prompt tuning: recounted from the mask below, so peft need not drop them with a warning."""
+def _carry_position_ids(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Before peft's prompt tuning, which would drop ``position_ids``: pass them under another name to the base."""
     if args:  # name positional arguments (input_ids, attention_mask, ...) so the rows can be realigned
         bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
         args, kwargs = (), {**bound.pop("kwargs", {}), **bound}
-    kwargs.pop("position_ids", None)
+    position_ids = kwargs.pop("position_ids", None)
     mask = kwargs.get("attention_mask")
     if mask is not None and pools_last_token(module.get_base_model()):
         names = [n for n in ("input_ids", "inputs_embeds") if kwargs.get(n) is not None]
         aligned = left_align_rows(mask, mask, *(kwargs[n] for n in names))
         kwargs["attention_mask"] = aligned[0]
         kwargs.update(zip(names, aligned[1:]))
+    elif position_ids is not None:
+        kwargs[_CARRIED_POSITIONS] = position_ids
     return args, kwargs
 
 
-def _positions_from_mask(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Before the base model: real tokens at consecutive positions right after the prompt (or prefix)."""
+def _positions_for_base(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Before the base model: the prompt (or prefix) at positions 0..k-1, the input's right after it."""
+    carried = kwargs.pop(_CARRIED_POSITIONS, None)
     mask = kwargs.get("attention_mask")
-    if kwargs.get("position_ids") is not None or mask is None or mask.dim() != 2 or bool(mask.bool().all()):
-        return args, kwargs
     inputs = kwargs.get("inputs_embeds") if kwargs.get("inputs_embeds") is not None else kwargs.get("input_ids")
-    if inputs is None:
+    if kwargs.get("position_ids") is not None or inputs is None:
         return args, kwargs
-    kwargs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, -inputs.shape[1] :]
+    if carried is not None:
+        kwargs["position_ids"] = shift_positions(carried, inputs.shape[1] - carried.shape[1])
+    elif mask is not None and mask.dim() == 2 and not bool(mask.bool().all()):
+        kwargs["position_ids"] = positions_from_mask(mask)[:, -inputs.shape[1] :]
     return args, kwargs
 
 
@@ -89,8 +95,8 @@ def fix_prompt_positions(model: PeftModel) -> PeftModel:
     if is_encoder_decoder(base) or getattr(model, "_lightning_peft_positions_fixed", False):
         return model
     if config.peft_type.value == "PROMPT_TUNING":
-        model.register_forward_pre_hook(_drop_position_ids, with_kwargs=True)
-    base.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
+        model.register_forward_pre_hook(_carry_position_ids, with_kwargs=True)
+    base.register_forward_pre_hook(_positions_for_base, with_kwargs=True)
     model._lightning_peft_positions_fixed = True
     return model
 
@@ -177,6 +183,8 @@ class PromptTuning(_PeftPrompt):
             prompt_tuning_init_text=self.init_text if text else None,
             tokenizer_name_or_path=self._tokenizer_path(model) if text else None,
             modules_to_save=modules_to_save or None,
+            # peft allocates 2m rows for seq2seq models but its forward reads only the encoder's m
+            num_transformer_submodules=1,
         )
 
 
