@@ -7,7 +7,8 @@ over all 8. So after the same number of AdamW steps the adapter weights agree up
 rounding (reduction order), and so do the validation/test metrics, which torchmetrics and
 `sync_dist` reduce across ranks. With more examples per epoch the two runs would batch
 different examples together (DistributedSampler interleaves indices), so that is not asserted.
-Dropout is off because each process draws its own masks.
+Dropout is off because each process draws its own masks. Checked for LoRA and for HFT (full
+fine-tuning with the HalfFineTuning callback: both ranks must draw the same half at each stage).
 """
 
 from __future__ import annotations
@@ -25,28 +26,56 @@ import torch
 from lightning_peft.launch_env import LAUNCH_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 3
+STEPS = {"lora": 3, "hft": 2}  # HFT: two stages of one step
 RUN_SECONDS = 400  # a normal run takes 25-45 s on 2 cores; a busy machine can triple that
 
 
-def _fit(root: Path, devices: int, batch_size: int) -> subprocess.Popen:
+# HFT: full fine-tuning with the HalfFineTuning callback, one stage per epoch (one step per epoch
+# here), on the quickstart's data and verbalizer task. Freeze mode needs DDP to tolerate the
+# frozen half's missing gradients, hence the strategy.
+HFT_OVERRIDE = """
+trainer:
+  max_epochs: 2
+  callbacks:
+    - class_path: lightning_peft.callbacks.HalfFineTuning
+      init_args: {every_n_epochs: 1, mode: freeze, seed: 0}
+model:
+  class_path: lightning_peft.modules.SelectiveModule
+  init_args:
+    backbone: tiny-llama
+    method: lightning_peft.methods.FullFineTuning
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 0.001, weight_decay: 0.0}
+"""
+CASES = {
+    "lora": (["--model.init_args.method.init_args.dropout", "0.0", "--model.init_args.optimizer.init_args.lr", "0.05"],
+             "ddp", "lora_B"),
+    "hft": ([], "ddp_find_unused_parameters_true", "_proj.weight"),
+}
+
+
+def _fit(root: Path, devices: int, batch_size: int, case: str) -> subprocess.Popen:
+    overrides, strategy, _ = CASES[case]
+    configs = ["--config", str(ROOT / "configs/quickstart.yaml")]
+    if case == "hft":
+        (root / "hft.yaml").write_text(HFT_OVERRIDE)
+        configs += ["--config", str(root / "hft.yaml")]
     args = [
-        sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml"),
-        "--model.init_args.backbone", "tiny-llama",
-        "--model.init_args.method.init_args.dropout", "0.0",
-        "--model.init_args.optimizer.init_args.lr", "0.05",
+        sys.executable, "-m", "lightning_peft.cli", "fit", *configs,
+        "--model.init_args.backbone", "tiny-llama", *overrides,
         "--data.init_args.bucket_by_length", "false",
         "--data.init_args.max_train_examples", "8",
         "--data.init_args.max_eval_examples", "16",
         "--data.init_args.batch_size", str(batch_size),
         "--data.init_args.eval_batch_size", "4",
-        "--trainer.max_steps", str(STEPS), "--trainer.val_check_interval", "1.0",
+        "--trainer.max_steps", str(STEPS[case]), "--trainer.val_check_interval", "1.0",
         "--trainer.limit_val_batches", "1.0", "--trainer.enable_progress_bar", "false",
         "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
         "--trainer.default_root_dir", str(root), "--test_before_fit", "false",
     ]
     if devices > 1:
-        args += ["--trainer.strategy", "ddp"]  # Lightning picks gloo on CPU
+        args += ["--trainer.strategy", strategy]  # Lightning picks gloo on CPU
     # A fresh launch, as from a new shell: inherited LOCAL_RANK/WORLD_SIZE would make Lightning skip
     # starting rank 1 (an outside launcher is assumed), and the CLI refuses that mismatch.
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
@@ -71,20 +100,35 @@ def _finish(process: subprocess.Popen, root: Path) -> tuple[dict, dict]:
     return metrics, state
 
 
+def _trained(name: str, value: torch.Tensor, case: str, base: dict[str, torch.Tensor]) -> bool:
+    if case == "lora":
+        return bool(value.abs().max() > 1e-3)  # lora_B starts at zero
+    return not torch.equal(value, base[name.removeprefix("model.")])
+
+
 @pytest.mark.multiprocess
 @pytest.mark.timeout(700)
-def test_ddp_two_cpu_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("case", ["lora", "hft"])
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, case):
     single_root, ddp_root = tmp_path / "single", tmp_path / "ddp"
     single_root.mkdir(), ddp_root.mkdir()
-    processes = [_fit(single_root, devices=1, batch_size=8), _fit(ddp_root, devices=2, batch_size=4)]
+    processes = [_fit(single_root, 1, 8, case), _fit(ddp_root, 2, 4, case)]
     single_metrics, single_state = _finish(processes[0], single_root)
     ddp_metrics, ddp_state = _finish(processes[1], ddp_root)
 
-    assert single_metrics["fit"]["global_step"] == ddp_metrics["fit"]["global_step"] == STEPS
-    assert set(single_state) == set(ddp_state) and any("lora_B" in k for k in single_state)
+    assert single_metrics["fit"]["global_step"] == ddp_metrics["fit"]["global_step"] == STEPS[case]
+    marker = CASES[case][2]
+    assert set(single_state) == set(ddp_state) and any(marker in k for k in single_state)
+    base = {}
+    if case == "hft":
+        from transformers import AutoModelForCausalLM
+
+        from lightning_peft import zoo
+
+        base = AutoModelForCausalLM.from_pretrained(zoo.resolve("tiny-llama")).state_dict()
+    trained = [name for name, value in single_state.items() if marker in name and _trained(name, value, case, base)]
+    assert trained, f"no {marker} weight trained; the comparison would be vacuous"
     for name, value in single_state.items():
-        if "lora_B" in name:
-            assert value.abs().max() > 1e-3, f"{name} did not train; the comparison would be vacuous"
         torch.testing.assert_close(ddp_state[name], value, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
     for stage in ("fit", "test"):
         for key, value in single_metrics[stage].items():
