@@ -43,7 +43,8 @@ class TwoGroupMLP(L.LightningModule):
         return torch.nn.functional.mse_loss(self.head(torch.relu(self.body(x))), y)
 
     def configure_optimizers(self):
-        groups = [{"params": self.body.parameters(), "lr": self.body_lr}, {"params": self.head.parameters(), "lr": self.head_lr}]
+        groups = [{"params": self.body.parameters(), "lr": self.body_lr},
+                  {"params": self.head.parameters(), "lr": self.head_lr}]
         if self.named:
             groups[0]["name"], groups[1]["name"] = "body", "head"
         self.optimizer = RecordingSGD(groups, lr=0.01)
@@ -99,13 +100,14 @@ def test_lr_factor_matches_transformers_schedules(decay):
     scheduler = reference(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 7, 40)
     for step in range(41):
         assert lr_factor(step, 7, 40, decay) == pytest.approx(scheduler.lr_lambdas[0](step), abs=1e-12), step
-    assert lr_factor(45, 7, 40, decay) == 0.0  # past the end it stays at the final lr (transformers' cosine rises again)
+    assert lr_factor(45, 7, 40, decay) == 0.0  # past the end: the final lr (transformers' cosine rises again)
 
 
 def test_lr_is_logged_per_group_to_the_logger(tmp_path):
     logger = CSVLogger(tmp_path, name="run")
     module = TwoGroupMLP()
-    _trainer(tmp_path, 12, [DualLRSchedule(groups=DEPT_LIKE)], logger=logger, log_every_n_steps=1).fit(module, _loader())
+    trainer = _trainer(tmp_path, 12, [DualLRSchedule(groups=DEPT_LIKE)], logger=logger, log_every_n_steps=1)
+    trainer.fit(module, _loader())
     with open(f"{logger.log_dir}/metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     for name in ("body", "head"):
@@ -121,7 +123,8 @@ def test_resume_mid_run_gives_the_same_lr_sequence(tmp_path):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1, filename="{step}")
     _trainer(tmp_path, 12, [DualLRSchedule(groups=groups), ckpt], enable_checkpointing=True).fit(full, _loader())
     resumed = TwoGroupMLP()
-    _trainer(tmp_path, 12, [DualLRSchedule(groups=groups)]).fit(resumed, _loader(), ckpt_path=str(tmp_path / "ckpt" / "step=6.ckpt"))
+    trainer = _trainer(tmp_path, 12, [DualLRSchedule(groups=groups)])
+    trainer.fit(resumed, _loader(), ckpt_path=str(tmp_path / "ckpt" / "step=6.ckpt"))
     assert len(resumed.optimizer.used) == 6
     assert resumed.optimizer.used == full.optimizer.used[6:]
     assert max(u["head"] for u in full.optimizer.used) == pytest.approx(0.05)
@@ -131,7 +134,8 @@ def test_resume_mid_run_gives_the_same_lr_sequence(tmp_path):
                                                          (0.3, 10, "body.total_steps 8 -> 10")])
 def test_resuming_with_a_changed_schedule_is_refused(tmp_path, body_lr, max_steps, change):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1, filename="{step}")
-    _trainer(tmp_path, 8, [DualLRSchedule(groups=DEPT_LIKE), ckpt], enable_checkpointing=True).fit(TwoGroupMLP(), _loader())
+    first = _trainer(tmp_path, 8, [DualLRSchedule(groups=DEPT_LIKE), ckpt], enable_checkpointing=True)
+    first.fit(TwoGroupMLP(), _loader())
     changed = {**DEPT_LIKE, "body": {**DEPT_LIKE["body"], "lr": body_lr}}
     module = TwoGroupMLP()
     with pytest.raises(ScheduleConfigError, match="differs from the checkpoint's") as info:
@@ -146,6 +150,17 @@ def test_default_schedules_unlisted_groups_and_none_keeps_the_optimizer_lr(tmp_p
     _trainer(tmp_path, 5, [callback]).fit(module, _loader())
     assert [u["head"] for u in module.optimizer.used] == [0.05] * 5
     assert [u["body"] for u in module.optimizer.used] == pytest.approx([0.3 * (5 - s) / 5 for s in range(5)])
+
+
+def test_default_alone_schedules_every_group_from_its_optimizer_lr(tmp_path):
+    module = TwoGroupMLP()
+    _trainer(tmp_path, 4, [DualLRSchedule(default={"warmup_steps": 2})]).fit(module, _loader())
+    assert module.optimizer.used == [{"body": 0.1 * f, "head": 0.05 * f} for f in (0.0, 0.5, 1.0, 0.5)]
+
+
+def test_no_groups_and_no_default_is_an_error():
+    with pytest.raises(ScheduleConfigError, match="no groups"):
+        DualLRSchedule()
 
 
 def _fit_error(tmp_path, module, callback, **kw):
@@ -206,6 +221,6 @@ def test_yaml_recipe_shape_parses_into_the_callback():
         "groups": {"prompt": {"lr": 0.3, "warmup_steps": 500, "decay": "linear"},
                    "lowrank": {"lr": 1e-4, "warmup_steps": 500, "decay": "linear"}},
         "default": {"decay": "constant"}}})
-    callback = parser.instantiate_classes(parser.parse_string(recipe)).schedule
+    callback = parser.instantiate(parser.parse_string(recipe)).schedule
     assert callback.groups["prompt"] == GroupSchedule(lr=0.3, warmup_steps=500)
     assert callback.groups["lowrank"].lr == 1e-4 and callback.default == GroupSchedule(decay="constant")

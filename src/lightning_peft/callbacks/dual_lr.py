@@ -49,7 +49,8 @@ class GroupSchedule:
         """Raise `ScheduleConfigError` naming `group` when a field is out of range."""
         where = f"DualLRSchedule group {group!r}"
         if self.lr is not None and not self.lr > 0:
-            raise ScheduleConfigError(f"{where} has lr={self.lr}; give a positive peak learning rate (or none to keep the optimizer's).")
+            raise ScheduleConfigError(f"{where} has lr={self.lr}; give a positive peak learning rate "
+                                      "(or none to keep the optimizer's).")
         if self.warmup_steps is not None and self.warmup_fraction is not None:
             raise ScheduleConfigError(f"{where} sets both warmup_steps and warmup_fraction; keep one of them.")
         if self.warmup_steps is not None and self.warmup_steps < 0:
@@ -59,7 +60,8 @@ class GroupSchedule:
         if self.decay not in DECAYS:
             raise ScheduleConfigError(f"{where} has decay={self.decay!r}; use one of {list(DECAYS)}.")
         if not 0 <= self.final_lr_fraction <= 1:
-            raise ScheduleConfigError(f"{where} has final_lr_fraction={self.final_lr_fraction}; use a fraction in [0, 1].")
+            raise ScheduleConfigError(f"{where} has final_lr_fraction={self.final_lr_fraction}; "
+                                      "use a fraction in [0, 1].")
 
     def warmup(self, total_steps: int) -> int:
         if self.warmup_fraction is not None:
@@ -142,7 +144,7 @@ class DualLRSchedule(L.Callback):
 
     Args:
         groups: Schedule per param-group name (keys of `GroupSchedule`: lr, warmup_steps,
-            warmup_fraction, decay, final_lr_fraction).
+            warmup_fraction, decay, final_lr_fraction); None or {}: every group takes `default`.
         default: Schedule for every optimizer group not in `groups`; None: such a group is an error.
         total_steps: Optimizer steps the decay spans; None: `trainer.estimated_stepping_batches`
             (`max_steps`, or the epochs' steps after gradient accumulation).
@@ -150,7 +152,7 @@ class DualLRSchedule(L.Callback):
 
     def __init__(
         self,
-        groups: dict[str, GroupSchedule],
+        groups: dict[str, GroupSchedule] | None = None,
         default: GroupSchedule | None = None,
         total_steps: int | None = None,
     ) -> None:
@@ -159,7 +161,7 @@ class DualLRSchedule(L.Callback):
                                       "(e.g. {prompt: {lr: 0.3}}) or set `default`.")
         if total_steps is not None and total_steps < 1:
             raise ScheduleConfigError(f"DualLRSchedule total_steps={total_steps} must be at least 1.")
-        self.groups = {name: _as_schedule(name, spec) for name, spec in dict(groups).items()}
+        self.groups = {name: _as_schedule(name, spec) for name, spec in dict(groups or {}).items()}
         self.default = None if default is None else _as_schedule("default", default)
         self.total_steps = total_steps
         self.resolved: dict[str, dict[str, Any]] | None = None
@@ -243,10 +245,12 @@ class DualLRSchedule(L.Callback):
         self._refuse_schedulers(trainer)
         self._check_resume()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         self._apply(trainer)
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
         for name, lr in self._apply(trainer).items():
             pl_module.log(f"lr/{name}", lr, on_step=True, on_epoch=False)
 
