@@ -46,6 +46,8 @@ class FineTuneModule(L.LightningModule):
         quantization: Load the frozen base in "int8" (LLM.int8) or "nf4" (QLoRA) with bitsandbytes
             (CUDA, or CPU with bitsandbytes>=0.50).
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        compile: Compile the adapted model with `torch.compile` (in place, so parameter names and
+            checkpoints are unchanged); the first steps are slow while it compiles.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class FineTuneModule(L.LightningModule):
         group_lr: dict[str, float] | None = None,
         quantization: quant.Quantization | None = None,
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if task is None or method is None:
@@ -68,6 +71,7 @@ class FineTuneModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.group_lr = dict(group_lr or {})
         self.quantization, self.gradient_checkpointing = quantization, gradient_checkpointing
+        self.compile_model = compile  # not `self.compile`: that would hide nn.Module.compile
         # Cheap checks first, so a bad name or label set fails before any weights load.
         self.tokenizer = zoo.load_tokenizer(backbone)
         task.bind(self.tokenizer, label_names)
@@ -118,6 +122,8 @@ class FineTuneModule(L.LightningModule):
         if self.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.model.enable_input_require_grads()
+        if self.compile_model:
+            self.model.compile()
 
     def adapt(self, base: nn.Module) -> Adapted:
         """Apply the method; family modules override this to add what their procedure needs."""
