@@ -77,3 +77,10 @@ def test_class_labels_pass_unchanged_and_token_labels_are_masked():
     assert kwargs["attention_mask"][0].tolist() == [1, 1, 1, 0, 1, 1, 1, 1]
     assert kwargs["position_ids"][0].tolist() == [0, 1, 2, 2, 3, 4, 5, 6]
     assert "position_ids" not in prepend_to_inputs(base, prompt, embeds)  # model default is already right
+
+
+def test_caller_position_ids_are_shifted_past_the_prompt_so_packed_restarts_survive():
+    base = tiny_causal_lm()
+    packed = torch.tensor([[0, 1, 2, 0, 1]])  # two documents in one row
+    kwargs = prepend_to_inputs(base, torch.zeros(1, 3, 64), torch.zeros(1, 5, 64), position_ids=packed)
+    assert kwargs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 3, 4]]

@@ -105,3 +105,14 @@ def test_bad_prompt_tuning_arguments_rejected_at_construction(kwargs):
 def test_masked_lm_is_refused_in_one_sentence():
     with pytest.raises(MethodConfigError, match="not BertForMaskedLM; load the backbone with AutoModelForCausalLM"):
         PromptTuning(num_virtual_tokens=2).apply(AutoModelForMaskedLM.from_pretrained(zoo.resolve("tiny-bert")))
+
+
+def test_prompt_tuning_passes_the_callers_position_ids_shifted_past_the_prompt():
+    """peft would drop them; packed rows (positions restarting per document) need them."""
+    model = PromptTuning(num_virtual_tokens=3).apply(tiny_causal_lm()).model
+    seen = {}
+    model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    with torch.no_grad():
+        model(torch.randint(20, 1000, (1, 5)), position_ids=torch.tensor([[0, 1, 2, 0, 1]]))
+    assert seen["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 3, 4]]

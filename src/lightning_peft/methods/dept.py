@@ -249,7 +249,7 @@ class DePT:
             groups["head"] = heads
         wrapper.head_names = [name.removeprefix("base.") for name in heads]
         wrapper.method_config = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-                                 "init_args": self.init_args()}
+                                 "init_args": {**self.init_args(), "modules_to_save": save}}  # the task's head too
         return Adapted(wrapper, groups)
 
 
