@@ -160,6 +160,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     torch.testing.assert_close(grads[1], grads[0])
 
 
+def test_runs_when_everything_is_bfloat16():
+    """Lightning's "bf16-true" precision casts the generators along with the base."""
+    model = IAPT(bottleneck=8).apply(tiny_causal_lm()).model.to(torch.bfloat16)
+    ids, mask, labels = _sft_batch()
+    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.generators[1].down.weight.grad.dtype == torch.bfloat16
+
+
 def test_rational_activation_starts_as_gelu_or_identity_and_has_no_poles():
     x = torch.linspace(-6, 6, 601)
     assert (RationalActivation(5, 4, "gelu")(x) - F.gelu(x)).abs().max() < 5e-3
@@ -175,11 +184,26 @@ def test_rational_activation_starts_as_gelu_or_identity_and_has_no_poles():
     assert torch.isfinite(wild(torch.linspace(-50, 50, 10001))).all()
 
 
-def test_wrapper_exposes_its_config():
-    wrapper = IAPT(num_tokens=2, bottleneck=8, rational_degrees=(3, 2)).apply(tiny_causal_lm()).model
+def test_wrapper_records_how_to_rebuild_it():
+    base = AutoModelForSequenceClassification.from_pretrained(zoo.resolve("tiny-llama"), num_labels=3, pad_token_id=0)
+    wrapper = IAPT(num_tokens=2, bottleneck=8, rational_degrees=(3, 2)).apply(base, modules_to_save=["score"]).model
     assert isinstance(wrapper, IAPTModel)
-    assert wrapper.prompt_config == {"method": "iapt", "num_tokens": 2, "bottleneck": 8, "share_generators": False,
-                                     "rational_degrees": [3, 2], "rational_init": "gelu", "normalize_input": True}
+    assert wrapper.method_config == {"class_path": "lightning_peft.methods.iapt.IAPT", "init_args": {
+        "num_tokens": 2, "bottleneck": 8, "share_generators": False, "rational_degrees": [3, 2],
+        "rational_init": "gelu", "normalize_input": True, "modules_to_save": ["score"]}}
+    assert wrapper.head_names == ["score.weight"]
+    assert set(wrapper.soft_prompt_state()) == {n for n, p in wrapper.named_parameters() if p.requires_grad}
+
+
+def test_sequence_classifier_rows_do_not_depend_on_padding():
+    """A decoder-only classifier pools the last column, so the helper left-aligns rows; the instruction mask follows."""
+    base = AutoModelForSequenceClassification.from_pretrained(zoo.resolve("tiny-llama"), num_labels=3, pad_token_id=0)
+    model = IAPT(bottleneck=8).apply(base.eval(), modules_to_save=["score"]).model
+    ids, mask, _ = _sft_batch()
+    with torch.no_grad():
+        batch = model(input_ids=ids, attention_mask=mask).logits
+        alone = model(input_ids=ids[1:, :6], attention_mask=mask[1:, :6]).logits
+    torch.testing.assert_close(batch[1:], alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -192,3 +216,22 @@ def test_wrapper_exposes_its_config():
 def test_bad_config_fails_at_construction(kwargs, message):
     with pytest.raises(MethodConfigError, match=message):
         IAPT(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+def test_export_then_reload_gives_identical_outputs(tmp_path, name):
+    from lightning_peft.methods.soft_prompt_io import load_soft_prompt, save_soft_prompt
+
+    adapted = IAPT(bottleneck=8, rational_degrees=(3, 2)).apply(_base(name))
+    with torch.no_grad():  # move every generator away from its init, so a re-initialised reload would differ
+        for p in adapted.groups["prompt"].values():
+            p.add_(torch.randn_like(p) * 0.3)
+    ids, mask, labels = _sft_batch()
+    inputs = {"input_ids": ids, "attention_mask": mask, **({"decoder_input_ids": ids[:, :3]} if name == "tiny-t5" else {})}
+    with torch.no_grad():
+        expected = adapted.model.eval()(**inputs).logits
+    save_soft_prompt(adapted.model, tmp_path)
+    reloaded = load_soft_prompt(_base(name), tmp_path)
+    assert isinstance(reloaded, IAPTModel) and not reloaded.training
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, expected)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Adapted, MethodConfigError, freeze, trainable_groups
-from .prompt_inputs import IGNORE_INDEX, PromptedModel, is_encoder_decoder
+from .prompt_inputs import IGNORE_INDEX, PromptedModel, is_encoder_decoder, left_align_rows, pools_last_token
 from .selective import transformer_layers
 from .targets import check_targets
 
@@ -161,7 +161,8 @@ class _LayerHook:
         hidden = args[0] if args else kwargs["hidden_states"]
         if hidden.shape[:2] != owner.instruction.shape:
             return None  # not the wrapper's sequence (e.g. a decoder layer with a shared class)
-        prompt = owner.generator(self.index)(hidden.float(), owner.instruction).to(hidden.dtype)
+        generator = owner.generator(self.index)
+        prompt = generator(hidden.to(generator.queries.dtype), owner.instruction).to(hidden.dtype)
         hidden = torch.cat([prompt, hidden[:, owner.num_tokens :]], dim=1)
         if args:
             return (hidden, *args[1:]), kwargs
@@ -172,17 +173,14 @@ class IAPTModel(PromptedModel):
     """A frozen model whose every (encoder) layer reads k soft tokens generated from the instruction.
 
     Built by `IAPT.apply`; call it like the base model. `remove_hooks()` (or deleting the wrapper)
-    restores the base's own behaviour.
+    restores the base's own behaviour. `apply` sets ``method_config`` and ``head_names``, so
+    `lightning_peft.methods.soft_prompt_io.save_soft_prompt` exports the generators (and heads) alone.
     """
 
     def __init__(self, base: nn.Module, num_tokens: int, bottleneck: int, share_generators: bool,
                  rational_degrees: tuple[int, int], rational_init: RationalInit, normalize_input: bool) -> None:
         super().__init__(base)
         self.num_tokens = num_tokens
-        self.prompt_config = {
-            "method": "iapt", "num_tokens": num_tokens, "bottleneck": bottleneck, "share_generators": share_generators,
-            "rational_degrees": list(rational_degrees), "rational_init": rational_init, "normalize_input": normalize_input,
-        }
         stack = base.get_encoder() if is_encoder_decoder(base) else base
         self.layers = list(transformer_layers(stack))  # a plain list: the base already registers them
         hidden_size = base.get_input_embeddings().embedding_dim
@@ -216,6 +214,8 @@ class IAPTModel(PromptedModel):
         token_labels = labels is not None and labels.dim() == 2 and labels.shape[1] == length
         if token_labels and not is_encoder_decoder(self.base):
             mask = mask & (labels == IGNORE_INDEX)
+        if attention_mask is not None and pools_last_token(self.base):
+            (mask,) = left_align_rows(attention_mask, mask)  # prepend_to_inputs reorders these rows the same way
         return torch.cat([mask.new_zeros(batch, self.num_tokens), mask], dim=1)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, inputs_embeds=None, **kwargs):
@@ -251,7 +251,8 @@ class IAPT:
     Args:
         num_tokens: Soft tokens generated per layer (paper: 4).
         bottleneck: Width r of the generator's down-projection (unverified; paper's value not public).
-        share_generators: One generator for all layers instead of one per layer (unverified option).
+        share_generators: One generator for all layers instead of one per layer (the paper mentions
+            cross-layer sharing to save parameters; what exactly it shares is unverified).
         rational_degrees: (m, n) degrees of the rational activation's numerator and denominator.
         rational_init: Initial shape of the rational activation: "gelu" (fitted) or "identity" (exact).
         normalize_input: Layer-normalise (no learned scale) the hidden states before the down-projection.
@@ -298,4 +299,14 @@ class IAPT:
                 module.requires_grad_(True)
         wrapper = IAPTModel(model, self.num_tokens, self.bottleneck, self.share_generators, self.rational_degrees,
                             self.rational_init, self.normalize_input)
-        return Adapted(wrapper, trainable_groups(wrapper, lambda name: "prompt" if name.startswith("generators.") else "head"))
+        groups = trainable_groups(wrapper, lambda name: "prompt" if name.startswith("generators.") else "head")
+        wrapper.head_names = [name.removeprefix("base.") for name in groups.get("head", {})]
+        wrapper.method_config = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                                 "init_args": self.init_args(save)}
+        return Adapted(wrapper, groups)
+
+    def init_args(self, modules_to_save: list[str]) -> dict:
+        """Constructor arguments that rebuild the same generators (and heads) on a base: saved with an export."""
+        return {"num_tokens": self.num_tokens, "bottleneck": self.bottleneck, "share_generators": self.share_generators,
+                "rational_degrees": list(self.rational_degrees), "rational_init": self.rational_init,
+                "normalize_input": self.normalize_input, "modules_to_save": list(modules_to_save)}
