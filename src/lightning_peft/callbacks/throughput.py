@@ -81,7 +81,10 @@ class Throughput(L.Callback):
     found in the module, T is each batch's width. The device peak comes from a table of NVIDIA
     datasheet dense figures at the precision the matmuls run in (`trainer.precision`); on a CPU
     or an unlisted GPU, MFU is logged only when `peak_flops` is given. Under FSDP or DeepSpeed
-    ZeRO-3 the parameters are sharded: pass `flops_per_token`.
+    ZeRO-3 the parameters are sharded: pass `flops_per_token`. Positions a model adds to the
+    batch (soft-prompt tokens) are neither counted as tokens nor in T; `tokens_fn` can add them.
+    `summary()["n_params"]`/`["n_trainable"]` are the formula's N and N_trainable, so a trained
+    prompt table (a lookup) is not in them.
 
     Example::
 
