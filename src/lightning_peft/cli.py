@@ -21,7 +21,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import quantization as quant
 from .callbacks import RunSummary
+from .callbacks.dual_lr import ScheduleConfigError
 from .callbacks.probe_contract import ProbeContractError
+from .callbacks.throughput import ThroughputConfigError
 from .checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
 from .data import DataConfigError
 from .evaluate_cmd import evaluate_command
@@ -35,7 +37,7 @@ from .zoo import ModelNotFoundError
 # Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
 # `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
 USER_ERRORS = (CheckpointError, DataConfigError, LaunchEnvironmentError, MethodConfigError, ModelNotFoundError,
-               ProbeContractError, quant.QuantizationError, TaskConfigError)
+               ProbeContractError, quant.QuantizationError, ScheduleConfigError, TaskConfigError, ThroughputConfigError)
 
 EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge`, `evaluate` (each with --help)."
 

@@ -5,5 +5,6 @@ from .dual_lr import DualLRSchedule, GroupSchedule
 from .forgetting import ForgettingProbe
 from .half_finetuning import HalfFineTuning
 from .run_summary import RunSummary
+from .throughput import Throughput
 
-__all__ = ["ConjugatePromptEval", "DualLRSchedule", "GroupSchedule", "ForgettingProbe", "HalfFineTuning", "RunSummary"]
+__all__ = ["ConjugatePromptEval", "DualLRSchedule", "GroupSchedule", "ForgettingProbe", "HalfFineTuning", "RunSummary", "Throughput"]
