@@ -180,3 +180,13 @@ def test_bad_dept_arguments_rejected_at_construction(kwargs):
 def test_bad_ept_arguments_rejected_at_construction(kwargs):
     with pytest.raises(MethodConfigError):
         EPT(**kwargs)
+
+
+def test_dept_trains_under_gradient_checkpointing():
+    base = tiny_causal_lm()
+    base.gradient_checkpointing_enable()
+    adapted = DePT(num_virtual_tokens=3, rank=2, max_length=12).apply(base)
+    adapted.model.train()
+    ids = torch.randint(20, 1000, (2, 6))
+    adapted.model(input_ids=ids, labels=ids).loss.backward()
+    assert adapted.model.soft_prompt.grad.abs().sum() > 0 and adapted.model.lowrank_b.grad.abs().sum() > 0

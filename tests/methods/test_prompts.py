@@ -116,3 +116,10 @@ def test_prompt_tuning_passes_the_callers_position_ids_shifted_past_the_prompt()
     with torch.no_grad():
         model(torch.randint(20, 1000, (1, 5)), position_ids=torch.tensor([[0, 1, 2, 0, 1]]))
     assert seen["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 3, 4]]
+
+
+def test_prefix_tuning_with_gradient_checkpointing_is_refused_in_one_sentence():
+    model = tiny_causal_lm()
+    model.gradient_checkpointing_enable()
+    with pytest.raises(MethodConfigError, match="turn gradient checkpointing off, or use prompt tuning / DePT"):
+        PrefixTuning(num_virtual_tokens=2).apply(model)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import inspect
 from typing import Literal
 
-import torch
 from peft import PeftModel, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig, TaskType, get_peft_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -192,8 +191,8 @@ class PrefixTuning(_PeftPrompt):
     """Prefix tuning (Li & Liang 2021, arXiv:2101.00190) through peft's `PrefixTuningConfig`.
 
     Works with the installed transformers' cache API on Llama, GPT-2 and T5 (tested forward and
-    backward). Not with gradient checkpointing in peft's implementation (the prefix is passed as a
-    cache); leave it off.
+    backward). peft refuses gradient checkpointing with prefix tuning (the prefix is passed as a
+    KV cache); `apply` says so in one sentence when the model has it on.
 
     Args:
         num_virtual_tokens: Prefix length per layer (paper: 10 for table-to-text, 100-200 for summarisation).
@@ -214,6 +213,17 @@ class PrefixTuning(_PeftPrompt):
         if encoder_hidden_size < 1:
             raise MethodConfigError(f"encoder_hidden_size={encoder_hidden_size} must be a positive integer (paper: 512).")
         self.prefix_projection, self.encoder_hidden_size = prefix_projection, encoder_hidden_size
+
+    def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
+        checkpointing = getattr(model, "is_activation_checkpointing", None)
+        if checkpointing is None:
+            checkpointing = getattr(model, "is_gradient_checkpointing", False)
+        if checkpointing:
+            raise MethodConfigError(
+                "Prefix tuning does not work with gradient checkpointing in peft (the prefix travels as a KV cache); "
+                "turn gradient checkpointing off, or use prompt tuning / DePT, which support it."
+            )
+        return super().apply(model, modules_to_save)
 
     def peft_config(self, model, task_type, modules_to_save) -> PrefixTuningConfig:
         return PrefixTuningConfig(
