@@ -4,6 +4,7 @@ from .base import Task, TaskConfigError, TaskOutput
 from .classification import HeadClassification, VerbalizerClassification, left_align
 from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
 from .metrics import TokenPerplexity
+from .robust import RobustPrompt
 
-__all__ = ["IGNORE_INDEX", "CausalLMSFT", "HeadClassification", "Seq2Seq", "Task", "TaskConfigError", "TaskOutput",
+__all__ = ["IGNORE_INDEX", "CausalLMSFT", "HeadClassification", "RobustPrompt", "Seq2Seq", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "left_align"]
