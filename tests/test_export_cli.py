@@ -55,7 +55,7 @@ def test_merge_writes_a_plain_transformers_folder(fitted, reference_logits, tmp_
 
 def test_export_rebuilds_the_subclass_with_linked_label_names(fitted, tmp_path):
     # FineTuneModule.load_from_checkpoint alone builds FineTuneModule: Lightning drops the recorded class path.
-    module = _load_for_export(str(fitted), str(tmp_path / "unused"))
+    module = _load_for_export(str(fitted), str(tmp_path / "unused"), "export", "adapters export")
     assert type(module) is LoraModule
     assert module.hparams.label_names == helpers.LABELS and module.task.label_names == helpers.LABELS
     assert module.method.dropout == helpers.DROPOUT
@@ -83,3 +83,38 @@ def test_a_file_that_is_not_a_safe_checkpoint_gets_a_clear_error(tmp_path):
     (tmp_path / "broken.ckpt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(SystemExit, match=r"is not a checkpoint that loads safely \(\w+\)"):
         main(["export", "--ckpt_path", str(tmp_path / "broken.ckpt"), "--output_dir", str(tmp_path / "out")])
+
+
+def test_export_of_a_soft_prompt_checkpoint_reloads_with_the_same_outputs(tmp_path):
+    import yaml
+
+    from lightning_peft.methods.soft_prompt_io import load_soft_prompt
+
+    config = helpers.cli_config(tmp_path, helpers.write_jsonl(tmp_path / "data.jsonl"), every_n_steps=2)
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["class_path"] = "lightning_peft.modules.SoftPromptModule"
+    settings["model"]["init_args"]["method"] = {"class_path": "lightning_peft.methods.DePT",
+                                                "init_args": {"num_virtual_tokens": 4, "rank": 2, "max_length": 16}}
+    config.write_text(yaml.safe_dump(settings))
+    main(["fit", "--config", str(config), "--trainer.max_steps", "2"])
+    main(["export", "--ckpt_path", str(tmp_path / "ckpt" / "step=2.ckpt"), "--output_dir", str(tmp_path / "prompt")])
+
+    trained = _load_for_export(str(tmp_path / "ckpt" / "step=2.ckpt"), str(tmp_path / "unused"), "export", "adapters export")
+    assert trained.model.lowrank_b.abs().max() > 0  # B starts at zero: the checkpoint holds trained weights
+    reloaded = load_soft_prompt(AutoModelForCausalLM.from_pretrained(zoo.resolve(helpers.BACKBONE)), tmp_path / "prompt")
+    torch.testing.assert_close(logits_of(reloaded), logits_of(trained.model))
+
+
+def test_merge_refuses_a_soft_prompt_checkpoint_in_one_sentence(tmp_path):
+    import yaml
+
+    config = helpers.cli_config(tmp_path, helpers.write_jsonl(tmp_path / "data.jsonl"), every_n_steps=1)
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["class_path"] = "lightning_peft.modules.SoftPromptModule"
+    settings["model"]["init_args"]["method"] = {"class_path": "lightning_peft.methods.PromptTuning",
+                                                "init_args": {"num_virtual_tokens": 4}}
+    config.write_text(yaml.safe_dump(settings))
+    main(["fit", "--config", str(config), "--trainer.max_steps", "1"])
+    with pytest.raises(SystemExit, match=r"^error: Only LoRA-family \(peft\) adapters merge into the base; this checkpoint holds a SoftPromptModule\.$"):
+        main(["merge", "--ckpt_path", str(tmp_path / "ckpt" / "step=1.ckpt"), "--output_dir", str(tmp_path / "merged")])
+    assert not (tmp_path / "merged").exists()

@@ -134,15 +134,16 @@ def _export_parser(prog: str, what: str) -> ArgumentParser:
     return parser
 
 
-def _load_for_export(ckpt_path: str, output_dir: str):
-    """Rebuild the LoRA-family module a `fit` checkpoint came from, with its trained adapter loaded.
+def _load_for_export(ckpt_path: str, output_dir: str, ability: str, what: str):
+    """Rebuild the module a `fit` checkpoint came from, with its trained weights loaded.
 
-    Refuses before loading anything when the output folder holds files, so nothing is overwritten.
+    `ability` is the module method the command needs (`export`, `export_merged`); a module
+    without it is refused by name. Refuses before loading anything when the output folder holds
+    files, so nothing is overwritten.
     """
     import warnings
 
     from .checkpoint import CheckpointError, read_checkpoint, saved_module_class
-    from .modules import LoraModule
 
     target = Path(output_dir)
     if target.exists() and any(target.iterdir()):
@@ -151,10 +152,8 @@ def _load_for_export(ckpt_path: str, output_dir: str):
         raise SystemExit(f"error: --ckpt_path {ckpt_path} does not exist.")
     try:
         module_class = saved_module_class(read_checkpoint(ckpt_path), FineTuneModule)
-        if not issubclass(module_class, LoraModule):
-            raise CheckpointError(
-                f"Only LoRA-family (peft) adapters export or merge; this checkpoint holds a {module_class.__name__}."
-            )
+        if not hasattr(module_class, ability):
+            raise CheckpointError(f"Only {what}; this checkpoint holds a {module_class.__name__}.")
         with warnings.catch_warnings():  # the frozen base is absent from the checkpoint by design
             warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
             return module_class.load_from_checkpoint(ckpt_path, map_location="cpu", strict=False, weights_only=True)
@@ -163,14 +162,19 @@ def _load_for_export(ckpt_path: str, output_dir: str):
 
 
 def export_command(argv: list[str]) -> None:
-    args = _export_parser("lightning-peft export", "Export a checkpoint's adapter in peft format (PeftModel.from_pretrained loads it).").parse_args(argv)
-    module = _load_for_export(args.ckpt_path, args.output_dir)
-    print(f"Adapter exported to {module.export_peft(args.output_dir)}")
+    args = _export_parser(
+        "lightning-peft export",
+        "Export a checkpoint's adapter: peft format where peft has the method (PeftModel.from_pretrained loads it), "
+        "else safetensors + soft_prompt_config.json (lightning_peft.methods.soft_prompt_io.load_soft_prompt loads it).",
+    ).parse_args(argv)
+    module = _load_for_export(args.ckpt_path, args.output_dir, "export",
+                              "LoRA-family and soft-prompt adapters export (selective fine-tuning saves whole weights)")
+    print(f"Adapter exported to {module.export(args.output_dir)}")
 
 
 def merge_command(argv: list[str]) -> None:
     args = _export_parser("lightning-peft merge", "Merge a checkpoint's adapter into its base and save a plain transformers folder.").parse_args(argv)
-    module = _load_for_export(args.ckpt_path, args.output_dir)
+    module = _load_for_export(args.ckpt_path, args.output_dir, "export_merged", "LoRA-family (peft) adapters merge into the base")
     print(f"Merged model saved to {module.export_merged(args.output_dir)}")
 
 

@@ -23,7 +23,7 @@ def adapter(tmp_path_factory):
         for name, parameter in module.model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.5)
-    return module.export_peft(tmp_path_factory.mktemp("exported") / "adapter")
+    return module.export(tmp_path_factory.mktemp("exported") / "adapter")
 
 
 def test_evaluate_an_exported_adapter_against_its_base(adapter, tmp_path, capsys):

@@ -3,5 +3,6 @@
 from .base import FineTuneModule
 from .lora import LoraModule
 from .selective import SelectiveModule
+from .soft_prompt import SoftPromptModule
 
-__all__ = ["FineTuneModule", "LoraModule", "SelectiveModule"]
+__all__ = ["FineTuneModule", "LoraModule", "SelectiveModule", "SoftPromptModule"]

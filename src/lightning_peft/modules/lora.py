@@ -37,7 +37,7 @@ class LoraModule(FineTuneModule):
     ) -> None:
         super().__init__(task=task, method=method, **kwargs)
 
-    def export_peft(self, output_dir: str | Path) -> Path:
+    def export(self, output_dir: str | Path) -> Path:
         """Write the adapter in peft format plus the tokenizer; `PeftModel.from_pretrained` reads it."""
         self.configure_model()
 
