@@ -197,3 +197,36 @@ def test_setup_errors(data_cache, tokenizer, tmp_path, qa_file):
         ClassificationData(small, tokenizer=tokenizer, val_size=2, test_size=2).setup()
     with pytest.raises(DataConfigError, match="uses the field 'missing'"):
         ClassificationData(small, tokenizer=tokenizer, val_size=0, test_size=0, template="{missing}").setup()
+
+
+def test_a_long_text_is_cut_inside_the_text_keeping_the_template_cue(tmp_path):
+    import json
+
+    from lightning_peft import zoo
+
+    tokenizer = zoo.load_tokenizer("smollm2-135m")
+    path = tmp_path / "long.jsonl"
+    long_text = " ".join(["word"] * 200)
+    path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [(long_text, "a"), ("short one", "b")] * 4))
+    data = ClassificationData(str(path), tokenizer=tokenizer, template="Text: {text}\nAnswer type:", max_length=24,
+                              val_size=0, test_size=0)
+    data.setup("fit")
+    cue = tokenizer("\nAnswer type:", add_special_tokens=False)["input_ids"]
+    lengths = []
+    for example in data.datasets["train"]:
+        ids = list(example["input_ids"])
+        lengths.append(len(ids))
+        assert ids[-len(cue):] == cue, tokenizer.decode(ids)
+        assert len(ids) <= 24
+    assert max(lengths) >= 22  # the long texts fill the budget rather than being cut to nothing
+
+
+def test_a_template_longer_than_max_length_is_refused(tmp_path):
+    import json
+
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps({"text": "x " * 50, "label": l}) + "\n" for l in "abab"))
+    data = ClassificationData(str(path), tokenizer="smollm2-135m", template="A very long instruction " * 5 + "{text}",
+                              max_length=8, val_size=0, test_size=0)
+    with pytest.raises(DataConfigError, match=r"alone takes \d+ tokens, more than max_length=8; raise max_length"):
+        data.setup("fit")

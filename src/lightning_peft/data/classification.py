@@ -107,13 +107,37 @@ class ClassificationData(TokenizedDataModule):
         return kept
 
     def cache_fields(self) -> dict[str, Any]:
-        return {"kind": "classification", "columns": [self.text_column, self.label_column],
+        return {"kind": "classification", "truncation": "text-only", "columns": [self.text_column, self.label_column],
                 "template": self.template, "max_length": self.max_length, "label_names": self.label_names}
 
     def encode(self, records: list[Record], tokenizer: Any, template: str, argument: str = "template") -> list[list[int]]:
-        """Token ids of every record written with `template` (`argument` names it in errors)."""
+        """Token ids of every record written with `template` (`argument` names it in errors).
+
+        A record too long for `max_length` loses the end of its `{text}`, never the end of the
+        template: the cue after the text (e.g. "Answer type:") is where a verbalizer reads its answer.
+        """
         texts = [fill(template, {**r, "text": r[self.text_column]}, argument) for r in records]
-        return tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        ids = tokenizer(texts, verbose=False)["input_ids"]
+        for i, sequence in enumerate(ids):
+            if len(sequence) > self.max_length:
+                ids[i] = self._shorten(records[i], tokenizer, template, argument, len(sequence))
+        return ids
+
+    def _shorten(self, record: Record, tokenizer: Any, template: str, argument: str, length: int) -> list[int]:
+        """The record's ids with as much of its text as fits in `max_length` around the template."""
+        text_ids = tokenizer(str(record[self.text_column]), add_special_tokens=False, verbose=False)["input_ids"]
+        keep = max(0, len(text_ids) - (length - self.max_length))
+        while True:
+            text = tokenizer.decode(text_ids[:keep], skip_special_tokens=True)
+            ids = tokenizer(fill(template, {**record, "text": text}, argument), verbose=False)["input_ids"]
+            if len(ids) <= self.max_length:
+                return ids
+            if keep == 0:
+                raise DataConfigError(
+                    f"The {argument} {template!r} alone takes {len(ids)} tokens, more than max_length={self.max_length}; "
+                    "raise max_length or shorten the template."
+                )
+            keep = max(0, keep - (len(ids) - self.max_length))
 
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
         import torch
