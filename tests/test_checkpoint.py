@@ -108,3 +108,25 @@ def test_fingerprint_ignores_a_freshly_initialised_task_head():
         module.configure_model()
         prints.append(module.base_fingerprint)
     assert prints[0] == prints[1]
+
+
+def test_a_resumed_rank_gets_its_own_generator_state_back():
+    from types import SimpleNamespace
+
+    from lightning_peft import checkpoint
+
+    module = helpers.lora_module()
+    module.configure_model()
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append(checkpoint.capture_rng())
+    trained = {f"model.{n}": p.detach() for group in module.groups.values() for n, p in group.items()}
+    saved = {"state_dict": trained, "lightning_peft": {"fingerprint": module.base_fingerprint, "backbone": module.backbone},
+             "rng_states": states[0], "rng_states_per_rank": states}
+    module._trainer = SimpleNamespace(world_size=2, global_rank=1)
+    module.on_load_checkpoint(saved)
+    assert torch.equal(module._pending_rng["torch"], states[1]["torch"])
+    module._trainer = SimpleNamespace(world_size=4, global_rank=1)  # resumed on another world size: rank 0's state
+    module.on_load_checkpoint(saved)
+    assert torch.equal(module._pending_rng["torch"], states[0]["torch"])

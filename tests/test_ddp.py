@@ -86,6 +86,7 @@ def _fit(root: Path, devices: int, batch_size: int, case: str) -> subprocess.Pop
 
 
 def _finish(process: subprocess.Popen, root: Path) -> tuple[dict, dict]:
+    """(metrics.json, the checkpoint) of a finished run."""
     try:
         process.wait(timeout=RUN_SECONDS)
     except subprocess.TimeoutExpired:
@@ -96,8 +97,7 @@ def _finish(process: subprocess.Popen, root: Path) -> tuple[dict, dict]:
     run = root / "lightning_logs" / "version_0"
     metrics = json.loads((run / "metrics.json").read_text())
     (ckpt,) = (run / "checkpoints").glob("*.ckpt")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    return metrics, state
+    return metrics, torch.load(ckpt, map_location="cpu", weights_only=True)
 
 
 def _trained(name: str, value: torch.Tensor, case: str, base: dict[str, torch.Tensor]) -> bool:
@@ -113,8 +113,11 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, case):
     single_root, ddp_root = tmp_path / "single", tmp_path / "ddp"
     single_root.mkdir(), ddp_root.mkdir()
     processes = [_fit(single_root, 1, 8, case), _fit(ddp_root, 2, 4, case)]
-    single_metrics, single_state = _finish(processes[0], single_root)
-    ddp_metrics, ddp_state = _finish(processes[1], ddp_root)
+    single_metrics, single_ckpt = _finish(processes[0], single_root)
+    ddp_metrics, ddp_ckpt = _finish(processes[1], ddp_root)
+    single_state, ddp_state = single_ckpt["state_dict"], ddp_ckpt["state_dict"]
+    # each rank's generator state is saved, so a resumed rank 1 draws its own dropout masks, not rank 0's
+    assert "rng_states_per_rank" not in single_ckpt and len(ddp_ckpt["rng_states_per_rank"]) == 2
 
     assert single_metrics["fit"]["global_step"] == ddp_metrics["fit"]["global_step"] == STEPS[case]
     marker = CASES[case][2]

@@ -177,12 +177,22 @@ class FineTuneModule(L.LightningModule):
         ckpt["state_dict"] = checkpoint.trainable_state(ckpt["state_dict"], self.trainable_parameter_names())
         ckpt["lightning_peft"] = {"fingerprint": self.base_fingerprint, "backbone": self.backbone}
         ckpt["rng_states"] = checkpoint.capture_rng()
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            # Every rank runs this hook; only rank 0 writes. Each rank draws its own dropout masks,
+            # so each needs its own generator state back on resume, not rank 0's.
+            per_rank: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(per_rank, ckpt["rng_states"])
+            ckpt["rng_states_per_rank"] = per_rank
         checkpoint.drop_unsafe_hparams(ckpt)
 
     def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
         self.configure_model()  # the fingerprint needs the base; a no-op when already built
         checkpoint.check_loadable(ckpt, self.base_fingerprint, self.trainable_parameter_names(), self.backbone)
         self._pending_rng = ckpt.get("rng_states")
+        per_rank = ckpt.get("rng_states_per_rank")
+        trainer = self._trainer
+        if per_rank and trainer is not None and len(per_rank) == trainer.world_size:
+            self._pending_rng = per_rank[trainer.global_rank]
 
     def on_train_start(self) -> None:
         # Restored here rather than at load time: everything between (sanity validation,
