@@ -112,3 +112,18 @@ def test_fit_help_documents_every_option(capsys):
     for option, doc in {"dataset": "Catalog name", "template": "Python format string", "batch_size": "Training batch size",
                         "max_train_examples": "Use only this many", "bucket_by_length": "similar length"}.items():
         assert f"--data.{option}" in data_help and doc in data_help, option
+
+
+@pytest.mark.slow
+def test_dept_recipe_trains_exactly_the_budget_of_100_token_prompt_tuning():
+    """DePT's comparison in the paper is at equal trainable parameters: m*d + s*r + r*d == 100*d."""
+    counts = {}
+    for name in ("prompt_tuning", "dept"):
+        cli = LightningPeftCLI(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                               run=False, args=["--config", str(ROOT / f"configs/soft_prompt/{name}_trec6.yaml")])
+        cli.model.configure_model()
+        counts[name] = (sum(p.numel() for g in cli.model.groups.values() for p in g.values()),
+                        cli.model.model.get_input_embeddings().weight.shape[1])
+    (pt, d), (dept, _) = counts["prompt_tuning"], counts["dept"]
+    assert pt == 100 * d == 57_600
+    assert dept == 60 * d + 64 * 36 + 36 * d == pt
