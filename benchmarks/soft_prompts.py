@@ -1,0 +1,346 @@
+"""Prompt tuning (100 tokens) vs DePT at the same trainable-parameter budget, plus EPT and IAPT rows.
+
+    python benchmarks/soft_prompts.py                          # 4 arms x 40 steps, smollm2-135m (~18 min, 2 cores)
+    python benchmarks/soft_prompts.py --arms prompt_tuning dept --steps 20
+    python benchmarks/soft_prompts.py --pad_to_max_length      # DePT/EPT pad inputs to s=64 as the paper does
+    python benchmarks/soft_prompts.py --arms prompt_tuning dept ept iapt prefix_tuning
+
+DePT (Shi & Lipani, "DePT: Decomposed Prompt Tuning for Parameter-Efficient Fine-tuning", ICLR 2024,
+arXiv:2309.05173) trades prompt length for a low-rank update of the input embeddings; with the
+prompt shorter, the model reads fewer positions, and the paper reports at least the accuracy of
+prompt tuning (Lester et al. 2021, arXiv:2104.08691) for over 20% less time and memory. EPT (Lan et
+al., "Efficient Prompt Tuning by Multi-Space Projection and Prompt Fusion", 2024) extends DePT; IAPT
+(Zhu et al., "IAPT: Instance-Aware Prompt Tuning for Large Language Models", arXiv:2405.18203)
+generates 4 tokens per layer; prefix tuning (Li & Liang 2021, arXiv:2101.00190) is optional.
+
+Each arm is a fresh process running the real CLI on its recipe, `configs/soft_prompt/<arm>_trec6.yaml`
+(SmolLM2-135M, TREC-6 by verbalizer, DualLRSchedule), with the same seed, data, batch size and
+number of steps; validation, checkpointing and the test before training are off, and the test
+after training gives the accuracy. Added callbacks: `Throughput` (median seconds per optimizer
+step and non-padding tokens/s after its 2 warm-up steps; soft-prompt positions are not counted as
+tokens) and this file's `ArmReport`, which writes what else a row needs:
+
+- `peak_memory_gb`: the process's peak resident set size (CPU) over setup and training: it includes
+  Python, the libraries and the frozen model (about 0.57 GB for SmolLM2, the same for every arm);
+- `train_peak_gb` / `train_increase_gb`: the peak RSS during training only (the kernel's peak counter
+  is reset when training starts, via /proc/self/clear_refs) and its increase over the RSS at that
+  moment: gradients, optimizer state and activations, the part a method changes. On a GPU both are
+  `torch.cuda` allocated-memory figures instead (`memory_kind` says which). `throughput.peak_memory_gb`
+  is read after the reset, so it is the training-time peak as well;
+- `layer_seq_len`: mean number of positions the first transformer layer saw per training step
+  (input width + prompt; DePT's saving comes from this); `input_tokens`: mean non-padding input tokens per example.
+
+Sizing of the default 40 steps: on a busy 2-core machine (1 thread, about 0.7 of a core) prompt
+tuning took 19.4 s per step (batch 16, 114 positions at the first layer: 100 prompt + 14 input)
+and grew the RSS by 3.1 GB during training (activations). Cost is about proportional to positions
+here, so DePT/EPT (74 positions) are expected near 0.65x of that and IAPT (18) far below; on a quiet
+2-core machine with 2 threads that is roughly 8 + 5 + 5 + 2 s per step for the four default arms,
+plus about a minute per arm to load and test on 500 examples: ~18 minutes. Use `--steps 30` on a
+slower machine.
+
+Limitation: `--pad_to_max_length` pads DePT/EPT inputs to the offset's s=64 positions (DePT's own
+option); `ClassificationData` has no pad-to-max-length option, so prompt tuning still runs on
+batches padded to their longest input. Results go to benchmarks/results/soft_prompts.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "configs" / "soft_prompt"
+RESULTS = Path(__file__).parent / "results" / "soft_prompts.json"
+ARMS = ("prompt_tuning", "dept", "ept", "iapt", "prefix_tuning")
+DEFAULT_ARMS = ("prompt_tuning", "dept", "ept", "iapt")
+PADDED_ARMS = ("dept", "ept")  # the methods with a pad_to_max_length option
+BASELINE = "prompt_tuning"
+WARMUP_STEPS = 2  # Throughput's steps left out of every timing
+RATIO_FIELDS = ("test_acc", "seconds_per_step", "tokens_per_sec", "peak_memory_gb", "train_increase_gb",
+                "layer_seq_len")
+
+
+def _proc_status_kb(field: str) -> int | None:
+    """A `VmRSS`/`VmHWM` line of /proc/self/status in KiB (Linux), else None."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Set the kernel's peak-RSS counter (VmHWM, ru_maxrss) to the current RSS; False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _transformer_layers(module: torch.nn.Module) -> torch.nn.Module | None:
+    """The first block of the backbone's layer list (`layers`, `h` or `block`), or None."""
+    for name, child in module.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if isinstance(child, torch.nn.ModuleList) and len(child) and last in ("layers", "h", "block"):
+            return child[0]
+    return None
+
+
+class ArmReport(L.Callback):
+    """Benchmark helper added to each arm's CLI run: writes memory, sequence lengths and the
+    `Throughput` summary to a JSON file when training ends.
+
+    Args:
+        path: The JSON file to write.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.widths: list[int] = []
+        self.input_tokens: list[float] = []
+        self.memory: dict[str, Any] = {}
+        self._hook = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        device = pl_module.device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            self.memory = {"memory_kind": "cuda_allocated", "setup_gb": torch.cuda.memory_allocated(device) / 1e9,
+                           "peak_before_train_gb": torch.cuda.max_memory_allocated(device) / 1e9, "reset": True}
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            rss, hwm = _proc_status_kb("VmRSS"), _proc_status_kb("VmHWM")
+            self.memory = {"memory_kind": "process_rss", "setup_gb": None if rss is None else rss * 1024 / 1e9,
+                           "peak_before_train_gb": None if hwm is None else hwm * 1024 / 1e9,
+                           "reset": rss is not None and _reset_peak_rss()}
+        layer = _transformer_layers(pl_module)
+        if layer is not None:
+            self._hook = layer.register_forward_pre_hook(self._record_width, with_kwargs=True)
+
+    def _record_width(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if module.training and isinstance(hidden, torch.Tensor) and hidden.dim() == 3:
+            self.widths.append(int(hidden.shape[1]))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        if isinstance(mask, torch.Tensor):
+            self.input_tokens.append(float(mask.sum()) / mask.shape[0])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+        memory = dict(self.memory)
+        if memory.get("memory_kind") == "cuda_allocated":
+            torch.cuda.synchronize(pl_module.device)
+            train_peak = torch.cuda.max_memory_allocated(pl_module.device) / 1e9
+        else:
+            hwm = _proc_status_kb("VmHWM")
+            train_peak = hwm * 1024 / 1e9 if hwm is not None and memory.get("reset") else None
+        memory["train_peak_gb"] = train_peak
+        memory["train_increase_gb"] = None if train_peak is None else train_peak - memory["setup_gb"]
+        known = [v for v in (memory.get("peak_before_train_gb"), train_peak) if v is not None]
+        memory["peak_memory_gb"] = max(known) if known else None
+        throughput = next((c for c in trainer.callbacks if type(c).__name__ == "Throughput"), None)
+        report = {
+            "throughput": throughput.summary() if throughput is not None else None,
+            "memory": memory,
+            "layer_seq_len": statistics.mean(self.widths) if self.widths else None,
+            "input_tokens": statistics.mean(self.input_tokens) if self.input_tokens else None,
+            "trainable_parameters": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
+            "global_step": trainer.global_step,
+        }
+        self.path.write_text(json.dumps(report, indent=2))
+
+
+# -- parent: one CLI process per arm --------------------------------------------------------
+
+
+def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) -> list[str]:
+    """The `lightning_peft.cli fit` command line of one arm."""
+    command = [
+        sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(RECIPES / f"{arm}_trec6.yaml"),
+        "--model.init_args.backbone", args.backbone,
+        "--seed_everything", str(args.seed),
+        "--trainer.max_steps", str(args.steps),
+        "--trainer.default_root_dir", str(root),
+        "--trainer.logger", "false",
+        "--trainer.enable_checkpointing", "false",
+        "--trainer.limit_val_batches", "0",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--test_before_fit", "false",
+        "--test_after_fit", "true",
+        "--data.init_args.batch_size", str(args.batch_size),
+        "--trainer.callbacks+=" + json.dumps({"class_path": "lightning_peft.callbacks.Throughput",
+                                              "init_args": {"warmup_steps": WARMUP_STEPS}}),
+        "--trainer.callbacks+=" + json.dumps({"class_path": "soft_prompts.ArmReport",
+                                              "init_args": {"path": str(report)}}),
+    ]
+    if args.test_examples is not None:
+        command += ["--data.init_args.max_eval_examples", str(args.test_examples)]
+    if arm in PADDED_ARMS:
+        command += ["--model.init_args.method.init_args.pad_to_max_length", str(args.pad_to_max_length).lower()]
+    return command
+
+
+def run_arm(arm: str, args: argparse.Namespace, workdir: Path) -> dict:
+    """Run one arm in its own process and return its row."""
+    root = workdir / arm
+    root.mkdir(parents=True, exist_ok=True)
+    report, log = root / "arm_report.json", root / "output.log"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.perf_counter()
+    with open(log, "w") as handle:
+        process = subprocess.Popen(arm_command(arm, args, root, report), cwd=ROOT, env=env, stdout=handle,
+                                   stderr=subprocess.STDOUT)
+        try:
+            returncode = process.wait()
+        finally:  # interrupted (Ctrl-C, SIGTERM): do not leave the arm running
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    wall = time.perf_counter() - started
+    if returncode != 0 or not report.exists():
+        raise SystemExit(f"arm {arm} failed (exit {returncode}); last output:\n{log.read_text()[-3000:]}")
+    measured = json.loads(report.read_text())
+    metrics = json.loads((root / "metrics.json").read_text())
+    throughput, memory = measured["throughput"] or {}, measured["memory"]
+    return {
+        "arm": arm,
+        "trainable_parameters": measured["trainable_parameters"],
+        "steps": measured["global_step"],
+        "test_acc": metrics.get("test", {}).get("test/acc"),
+        "train_loss": metrics.get("fit", {}).get("train/loss"),
+        "seconds_per_step": throughput.get("step_time"),
+        "tokens_per_sec": throughput.get("tokens_per_sec"),
+        "measured_steps": throughput.get("steps"),
+        "layer_seq_len": measured["layer_seq_len"],
+        "input_tokens": measured["input_tokens"],
+        "peak_memory_gb": memory["peak_memory_gb"],
+        "setup_memory_gb": memory["setup_gb"],
+        "train_peak_gb": memory["train_peak_gb"],
+        "train_increase_gb": memory["train_increase_gb"],
+        "memory_kind": memory["memory_kind"],
+        "wall_seconds": wall,
+        "throughput": throughput,
+    }
+
+
+def ratios(rows: list[dict], baseline: str) -> dict[str, dict[str, float | None]]:
+    """Each arm's numbers divided by the baseline arm's (None where either is missing or zero)."""
+    base = next(row for row in rows if row["arm"] == baseline)
+
+    def ratio(row: dict, field: str) -> float | None:
+        return row[field] / base[field] if row[field] is not None and base[field] else None
+
+    return {row["arm"]: {field: ratio(row, field) for field in RATIO_FIELDS} for row in rows if row["arm"] != baseline}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def print_results(rows: list[dict], relative: dict[str, dict], baseline: str) -> None:
+    from lightning_peft.tables import print_table
+
+    print_table([(row["arm"], _fmt(row["trainable_parameters"]), _fmt(row["test_acc"]), _fmt(row["seconds_per_step"]),
+                  _fmt(row["tokens_per_sec"]), _fmt(row["layer_seq_len"]), _fmt(row["peak_memory_gb"]),
+                  _fmt(row["train_increase_gb"])) for row in rows],
+                ("arm", "trainable", "test_acc", "s/step", "tokens/s", "seq_len", "peak_gb", "train_incr_gb"))
+    if relative:
+        print(f"\nratios vs {baseline} (paper, DePT: accuracy >= 1, time and memory < 0.8):")
+        print_table([(arm, *(_fmt(r[f]) for f in RATIO_FIELDS)) for arm, r in relative.items()],
+                    ("arm", "test_acc", "s/step", "tokens/s", "peak_gb", "train_incr_gb", "seq_len"))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS), help="recipes to run, in order")
+    parser.add_argument("--steps", type=int, default=40,
+                        help=f"optimizer steps per arm (the first {WARMUP_STEPS} are not timed)")
+    parser.add_argument("--batch_size", type=int, default=16, help="training batch size (the recipes' 16)")
+    parser.add_argument("--seed", type=int, default=42, help="seed_everything of every arm")
+    parser.add_argument("--test_examples", type=int, default=None,
+                        help="test on this many examples of the recipes' 500-example test split (default: all)")
+    parser.add_argument("--pad_to_max_length", action="store_true",
+                        help="DePT/EPT pad inputs to s=64 as the paper does (prompt tuning cannot; see the docstring)")
+    parser.add_argument("--backbone", default="smollm2-135m", help="model for every arm (tiny-llama for a smoke test)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep each arm's run folder (logs, metrics.json) here; default: a temp dir")
+    args = parser.parse_args(argv)
+    if args.steps <= WARMUP_STEPS:
+        parser.error(f"--steps {args.steps} leaves nothing to time: the first {WARMUP_STEPS} steps are warm-up; "
+                     f"use at least {WARMUP_STEPS + 1}.")
+    if len(set(args.arms)) != len(args.arms):
+        parser.error(f"--arms {' '.join(args.arms)} names an arm twice; list each once.")
+    for name in ("batch_size", "test_examples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} {value} must be a positive integer.")
+    return args
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # so the running arm is killed and the temp folder removed
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    baseline = BASELINE if BASELINE in args.arms else args.arms[0]
+    with tempfile.TemporaryDirectory(prefix="soft_prompts_") as tmp:
+        workdir = args.workdir or Path(tmp)
+        rows = []
+        for arm in args.arms:
+            print(f"running {arm} ({args.steps} steps on {args.backbone}) ...", flush=True)
+            rows.append(run_arm(arm, args, workdir))
+    relative = ratios(rows, baseline)
+    print()
+    print_results(rows, relative, baseline)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    result = {
+        "command": shlex.join(["python", "benchmarks/soft_prompts.py", *(sys.argv[1:] if argv is None else argv)]),
+        "settings": {**settings, "warmup_steps": WARMUP_STEPS, "recipes": {a: f"configs/soft_prompt/{a}_trec6.yaml"
+                                                                           for a in args.arms}},
+        "machine": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "torch": torch.__version__},
+        "baseline": baseline,
+        "rows": rows,
+        "ratios": relative,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""benchmarks/soft_prompts.py: a 3-step run of prompt tuning and DePT on tiny-llama through the real CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "soft_prompts.py"
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("soft_prompts", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(600)
+def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
+    output = tmp_path / "result.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--backbone", "tiny-llama", "--steps", "3", "--arms", "prompt_tuning", "dept",
+         "--test_examples", "16", "--batch_size", "4", "--output", str(output), "--workdir", str(tmp_path / "runs")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # SIGTERM: the harness kills the arm it is running
+        stdout, stderr = process.communicate()
+        pytest.fail("the harness did not finish in 540 s:\n" + stderr[-3000:])
+    assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    result = json.loads(output.read_text())
+
+    assert [row["arm"] for row in result["rows"]] == ["prompt_tuning", "dept"]
+    assert "--steps 3" in result["command"] and result["settings"]["backbone"] == "tiny-llama"
+    pt, dept = result["rows"]
+    for row in (pt, dept):
+        assert row["steps"] == 3 and row["measured_steps"] == 1  # 2 warm-up steps are not timed
+        assert row["seconds_per_step"] > 0 and row["tokens_per_sec"] > 0
+        assert 0.0 <= row["test_acc"] <= 1.0
+        assert row["peak_memory_gb"] > 0 and row["memory_kind"] == "process_rss"
+        assert row["train_increase_gb"] >= 0  # training-time peak over the RSS when training started
+    assert pt["trainable_parameters"] == 100 * 64  # 100 prompt vectors at d=64
+    assert dept["trainable_parameters"] == 60 * 64 + 64 * 36 + 36 * 64  # m*d + s*r + r*d
+    # Same data and seed: the same inputs; the first layer sees them behind 100 vs 60 prompt positions.
+    assert pt["input_tokens"] == dept["input_tokens"]
+    assert pt["layer_seq_len"] - dept["layer_seq_len"] == pytest.approx(40)
+
+    assert result["baseline"] == "prompt_tuning" and set(result["ratios"]) == {"dept"}
+    ratios = result["ratios"]["dept"]
+    assert ratios["seconds_per_step"] == pytest.approx(dept["seconds_per_step"] / pt["seconds_per_step"])
+    assert ratios["peak_memory_gb"] == pytest.approx(dept["peak_memory_gb"] / pt["peak_memory_gb"])
+    assert ratios["layer_seq_len"] < 1
+    assert "ratios vs prompt_tuning" in stdout and "dept" in stdout
+
+
+def test_ratios_divide_by_the_baseline_and_skip_missing_values():
+    harness = _harness()
+    rows = [{"arm": "prompt_tuning", **dict.fromkeys(harness.RATIO_FIELDS, 2.0), "train_increase_gb": None},
+            {"arm": "dept", **dict.fromkeys(harness.RATIO_FIELDS, 1.0)}]
+    ratios = harness.ratios(rows, "prompt_tuning")
+    assert set(ratios) == {"dept"}
+    assert ratios["dept"]["seconds_per_step"] == 0.5 and ratios["dept"]["train_increase_gb"] is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "2"], "leaves nothing to time"),
+    (["--arms", "dept", "dept"], "names an arm twice"),
+    (["--test_examples", "0"], "must be a positive integer"),
+])
+def test_bad_options_are_refused_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        _harness().parse_args(argv)
+    assert message in capsys.readouterr().err
