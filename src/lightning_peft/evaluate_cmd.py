@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 from jsonargparse import ArgumentParser
 from torch import nn
+from tqdm.auto import tqdm
 
 from .evaluation import probes as P
 from .tables import print_table
@@ -98,16 +99,27 @@ def _load_module(ckpt_path: str):
         raise SystemExit(f"error: {error}") from None
 
 
-def _score(model: nn.Module, tokenizer, probes: P.ForgettingProbes, args, base_text=None) -> tuple[dict, P.TextStats]:
+def _stages(args) -> list[str]:
+    return ["perplexity, KL and probe tasks"] + ["ICL suite"] * bool(args.icl_prompts) + ["robustness"] * bool(args.robustness)
+
+
+def _score(model: nn.Module, tokenizer, probes: P.ForgettingProbes, args, progress, which: str,
+           base_text=None) -> tuple[dict, P.TextStats]:
     transforms = [get_transform(name) for name in dict.fromkeys(["original", *args.transforms])]
+    progress.set_description(f"{which}: perplexity, KL and probe tasks")
     measured, stats = probes.measure(model, base=base_text)
+    progress.update()
     if args.icl_prompts:
+        progress.set_description(f"{which}: ICL suite")
         with P.evaluation_mode(model):
             icl = icl_accuracy(model, tokenizer, icl_suite(args.icl_prompts), transforms, args.max_new_tokens)
         measured.update({f"icl/{k}": v for k, v in icl.items()})
+        progress.update()
     if args.robustness:
+        progress.set_description(f"{which}: robustness")
         task = P.ProbeTask(ROBUSTNESS_TASK.dataset, ROBUSTNESS_TASK.template, num_examples=args.num_examples)
         measured["robustness"] = instruction_robustness(model, tokenizer, task, ROBUSTNESS_SEEN, ROBUSTNESS_UNSEEN)
+        progress.update()
     return measured, stats
 
 
@@ -116,9 +128,11 @@ def evaluate(args) -> dict:
     tasks = tuple(P.ProbeTask(t.dataset, t.template, t.label_words, args.num_examples) for t in P.DEFAULT_PROBE_TASKS)
     probes = P.ForgettingProbes(tokenizer, num_chunks=args.num_chunks, chunk_tokens=args.chunk_tokens, top_k=args.top_k,
                                 tasks=tasks)
-    with base_of() as base_model:
-        base, base_text = _score(base_model if isinstance(base_model, nn.Module) else tuned_model, tokenizer, probes, args)
-    tuned, _ = _score(tuned_model, tokenizer, probes, args, base_text=base_text)
+    with tqdm(total=2 * len(_stages(args)), unit="stage") as progress:  # minutes each on a CPU: show where it is
+        with base_of() as base_model:
+            base, base_text = _score(base_model if isinstance(base_model, nn.Module) else tuned_model, tokenizer, probes,
+                                     args, progress, "base")
+        tuned, _ = _score(tuned_model, tokenizer, probes, args, progress, "tuned", base_text=base_text)
     result = {"base": base, "tuned": tuned, "forgetting": P.compare(base, tuned)}
     if args.icl_prompts:
         strip = lambda scores: {k[4:]: v for k, v in scores.items() if k.startswith("icl/")}  # noqa: E731
