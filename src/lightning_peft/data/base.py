@@ -44,7 +44,22 @@ def fill(template: str, record: Record, argument: str) -> str:
 
 
 class TokenizedDataModule(LightningDataModule):
-    """Base class; see `ClassificationData` for the shared arguments."""
+    """Base of the data modules: the arguments every one of them takes (subclasses pass them on as `**shared`).
+
+    Args:
+        dataset: Catalog name (`lightning-peft datasets` lists them) or a local .jsonl/.json/.csv/.parquet file.
+        tokenizer: Model name (zoo short name, hub id or folder) or a tokenizer object; linked from the model
+            by the CLI, so it may be null here but must be set before `setup()`.
+        batch_size: Training batch size.
+        eval_batch_size: Validation/test batch size.
+        val_size: Validation split: a fraction in [0, 1) or an example count; 0 for none.
+        test_size: Test split, like `val_size`; taken first from the seeded shuffle.
+        max_train_examples: Use only this many (seeded) training examples; null for all.
+        max_eval_examples: Use only this many validation and test examples each; null for all.
+        split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
+        bucket_by_length: Batch examples of similar length together (less padding); else a plain seeded shuffle.
+        num_workers: DataLoader worker processes.
+    """
 
     accepted_kinds: tuple[str, ...] = ()
     collate_kind: str = ""
@@ -52,16 +67,16 @@ class TokenizedDataModule(LightningDataModule):
     def __init__(
         self,
         dataset: str,
-        tokenizer: Union[str, Any, None],
-        batch_size: int,
-        eval_batch_size: int,
-        val_size: SplitSize,
-        test_size: SplitSize,
-        max_train_examples: Optional[int],
-        max_eval_examples: Optional[int],
-        split_seed: int,
-        bucket_by_length: bool,
-        num_workers: int,
+        tokenizer: Union[str, Any, None] = None,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        val_size: SplitSize = 0.1,
+        test_size: SplitSize = 0.1,
+        max_train_examples: Optional[int] = None,
+        max_eval_examples: Optional[int] = None,
+        split_seed: int = 42,
+        bucket_by_length: bool = True,
+        num_workers: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(dataset, str) or not dataset:

@@ -7,7 +7,6 @@ from typing import Any, Optional, Sequence, Union
 from lightning_peft.data.base import Record, TokenizedDataModule, fill, require_columns
 from lightning_peft.data.catalog import CATALOG
 from lightning_peft.data.errors import DataConfigError
-from lightning_peft.data.splits import SplitSize
 from lightning_peft.data.tokenized import Store, flatten
 
 
@@ -22,16 +21,9 @@ class ClassificationData(TokenizedDataModule):
         label_column: Column holding the class label.
         template: Python format string filled from the record, e.g. "Question: {text}\\nAnswer type:".
         label_names: Class names in index order; default: the catalog's fixed order, or the sorted labels of a file.
-        max_length: Maximum tokens per input (longer inputs are cut at the end).
-        batch_size: Training batch size.
-        eval_batch_size: Validation/test batch size.
-        val_size: Validation split: a fraction in [0, 1) or an example count; 0 for none.
-        test_size: Test split, like `val_size`; taken first from the seeded shuffle.
-        max_train_examples: Use only this many (seeded) training examples; null for all.
-        max_eval_examples: Use only this many validation and test examples each; null for all.
-        split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
-        bucket_by_length: Batch examples of similar length together (less padding); else a plain seeded shuffle.
-        num_workers: DataLoader worker processes.
+        max_length: Maximum tokens per input; a longer input loses the end of its `{text}`, never the template's cue after it.
+        **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
+            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
 
     Example::
 
@@ -52,18 +44,9 @@ class ClassificationData(TokenizedDataModule):
         template: str = "{text}",
         label_names: Optional[Sequence[str]] = None,
         max_length: int = 128,
-        batch_size: int = 16,
-        eval_batch_size: int = 64,
-        val_size: SplitSize = 0.1,
-        test_size: SplitSize = 0.1,
-        max_train_examples: Optional[int] = None,
-        max_eval_examples: Optional[int] = None,
-        split_seed: int = 42,
-        bucket_by_length: bool = True,
-        num_workers: int = 0,
+        **shared: Any,
     ) -> None:
-        super().__init__(dataset, tokenizer, batch_size, eval_batch_size, val_size, test_size, max_train_examples,
-                         max_eval_examples, split_seed, bucket_by_length, num_workers)
+        super().__init__(dataset, tokenizer, **shared)
         if not isinstance(max_length, int) or max_length < 1:
             raise DataConfigError(f"max_length must be a positive integer, got {max_length!r}.")
         if label_names is not None:

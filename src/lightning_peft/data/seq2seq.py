@@ -7,7 +7,6 @@ from typing import Any, Optional, Union
 from lightning_peft.data.base import Record, TokenizedDataModule, fill
 from lightning_peft.data.catalog import dataset_kind
 from lightning_peft.data.errors import DataConfigError
-from lightning_peft.data.splits import SplitSize
 from lightning_peft.data.tokenized import Store, flatten
 
 
@@ -25,15 +24,8 @@ class Seq2SeqData(TokenizedDataModule):
         source_template: Python format string for the source, filled from the record.
         max_source_length: Maximum source tokens (cut at the end).
         max_target_length: Maximum target tokens including the final EOS.
-        batch_size: Training batch size.
-        eval_batch_size: Validation/test batch size.
-        val_size: Validation split: a fraction in [0, 1) or an example count; 0 for none.
-        test_size: Test split, like `val_size`.
-        max_train_examples: Use only this many (seeded) training examples; null for all.
-        max_eval_examples: Use only this many validation and test examples each; null for all.
-        split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
-        bucket_by_length: Batch examples of similar source length together; else a plain seeded shuffle.
-        num_workers: DataLoader worker processes.
+        **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
+            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
 
     Example::
 
@@ -52,18 +44,9 @@ class Seq2SeqData(TokenizedDataModule):
         source_template: str = "{text}",
         max_source_length: int = 128,
         max_target_length: int = 16,
-        batch_size: int = 16,
-        eval_batch_size: int = 64,
-        val_size: SplitSize = 0.1,
-        test_size: SplitSize = 0.1,
-        max_train_examples: Optional[int] = None,
-        max_eval_examples: Optional[int] = None,
-        split_seed: int = 42,
-        bucket_by_length: bool = True,
-        num_workers: int = 0,
+        **shared: Any,
     ) -> None:
-        super().__init__(dataset, tokenizer, batch_size, eval_batch_size, val_size, test_size, max_train_examples,
-                         max_eval_examples, split_seed, bucket_by_length, num_workers)
+        super().__init__(dataset, tokenizer, **shared)
         for name, value, least in (("max_source_length", max_source_length, 1), ("max_target_length", max_target_length, 2)):
             if not isinstance(value, int) or value < least:
                 raise DataConfigError(f"{name} must be an integer >= {least}, got {value!r}.")

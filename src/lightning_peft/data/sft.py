@@ -7,7 +7,6 @@ from typing import Any, Optional, Union
 from lightning_peft.data.base import Record, TokenizedDataModule, fill
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.packing import PackingCollator, TokenBudgetBatchSampler
-from lightning_peft.data.splits import SplitSize
 from lightning_peft.data.tokenized import Store, flatten
 
 
@@ -40,15 +39,8 @@ class SFTData(TokenizedDataModule):
         prompt_template: Python format string for the prompt, filled from the record (ignored with chat_template).
         chat_template: Wrap the prompt as a user turn with the tokenizer's chat template plus the generation prompt.
         max_length: Maximum tokens per example; the prompt is cut from the left first.
-        batch_size: Training batch size.
-        eval_batch_size: Validation/test batch size.
-        val_size: Validation split: a fraction in [0, 1) or an example count; 0 for none.
-        test_size: Test split, like `val_size`.
-        max_train_examples: Use only this many (seeded) training examples; null for all.
-        max_eval_examples: Use only this many validation and test examples each; null for all.
-        split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
-        bucket_by_length: Batch examples of similar length together; else a plain seeded shuffle.
-        num_workers: DataLoader worker processes.
+        **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
+            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
         packing: Concatenate each batch's examples into one row without padding (position ids restart per
             example; attention and loss never cross examples). Needs a model whose attention honours packed
             position ids (transformers >= 4.53 decoder-only models with sdpa, eager, flex or flash attention);
@@ -73,20 +65,11 @@ class SFTData(TokenizedDataModule):
         prompt_template: str = "{prompt}\n",
         chat_template: bool = False,
         max_length: int = 256,
-        batch_size: int = 16,
-        eval_batch_size: int = 64,
-        val_size: SplitSize = 0.1,
-        test_size: SplitSize = 0.1,
-        max_train_examples: Optional[int] = None,
-        max_eval_examples: Optional[int] = None,
-        split_seed: int = 42,
-        bucket_by_length: bool = True,
-        num_workers: int = 0,
         packing: bool = False,
         max_tokens_per_batch: Optional[int] = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(dataset, tokenizer, batch_size, eval_batch_size, val_size, test_size, max_train_examples,
-                         max_eval_examples, split_seed, bucket_by_length, num_workers)
+        super().__init__(dataset, tokenizer, **shared)
         if not isinstance(max_length, int) or max_length < 2:
             raise DataConfigError(f"max_length must be an integer >= 2 (prompt and response), got {max_length!r}.")
         self.prompt_column = prompt_column
