@@ -1,4 +1,4 @@
-"""W&B from a config, offline: hyperparameters, metrics and the checkpoint artifact (adapter only).
+"""W&B from a config, offline: hyperparameters, metrics, the forgetting plot and the checkpoint artifact (adapter only).
 
 wandb 0.31 writes an offline run as one transaction log, `run-<id>.wandb` (LevelDB-style blocks
 of protobuf `Record`s), and has no public reader for it, so `_records` reads that format.
@@ -56,7 +56,10 @@ def test_offline_run_logs_config_metrics_and_adapter_only_artifact(tmp_path):
             "--data.init_args.max_eval_examples", "8", "--data.init_args.batch_size", "4",
             "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
             "--trainer.enable_progress_bar", "false", "--test_before_fit", "false", "--test_after_fit", "false",
-            "--trainer.default_root_dir", str(tmp_path)]
+            "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.callbacks+=" + json.dumps({"class_path": "lightning_peft.callbacks.ForgettingProbe", "init_args": {
+                "every_n_steps": 1, "num_chunks": 2, "chunk_tokens": 16,
+                "probe_tasks": [{"dataset": "sms_spam", "template": "{text}\nSpam?", "num_examples": 4}]}})]
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
@@ -67,6 +70,14 @@ def test_offline_run_logs_config_metrics_and_adapter_only_artifact(tmp_path):
     history = [{item.nested_key[-1] if item.nested_key else item.key: json.loads(item.value_json) for item in r.history.item}
                for r in records if r.HasField("history")]
     assert [h["train/loss"] for h in history if "train/loss" in h] and any("val/acc" in h for h in history)
+    assert any("forgetting/perplexity_ratio" in h for h in history)
+    # a logged image is a nested history value: ("forgetting/curves", "_type") -> "images/separated", ...
+    images = {tuple(item.nested_key[1:]): json.loads(item.value_json) for r in records if r.HasField("history")
+              for item in r.history.item if item.nested_key and item.nested_key[0] == "forgetting/curves"}
+    assert images.get(("_type",)) == "images/separated" and images.get(("count",)) == 1, images
+    (run_files,) = tmp_path.rglob("offline-run-*/files")
+    logged = list((run_files / "media" / "images").rglob("*.png"))
+    assert logged and all(p.stat().st_size > 1000 for p in logged), logged  # the PNG itself, staged for upload
 
     (artifact,) = [r.artifact for r in records if r.HasField("artifact")]
     assert artifact.type == "model" and json.loads(artifact.metadata)["original_filename"].endswith(".ckpt")
