@@ -60,6 +60,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "soft_prompt"
@@ -175,10 +176,28 @@ class ArmReport(L.Callback):
 # -- parent: one CLI process per arm --------------------------------------------------------
 
 
+def scaled_recipe(arm: str, scale: float, root: Path) -> Path:
+    """The arm's recipe with every learning rate (optimizer and DualLRSchedule groups) multiplied by `scale`."""
+    recipe = RECIPES / f"{arm}_trec6.yaml"
+    if scale == 1.0:
+        return recipe
+    config = yaml.safe_load(recipe.read_text())
+    optimizer = config["model"]["init_args"]["optimizer"]["init_args"]
+    optimizer["lr"] = float(optimizer["lr"]) * scale
+    for callback in config.get("trainer", {}).get("callbacks", []):
+        for group in callback.get("init_args", {}).get("groups", {}).values():
+            if "lr" in group:
+                group["lr"] = float(group["lr"]) * scale
+    path = root / f"{arm}_lr_x{scale:g}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) -> list[str]:
     """The `lightning_peft.cli fit` command line of one arm."""
     command = [
-        sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(RECIPES / f"{arm}_trec6.yaml"),
+        sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(scaled_recipe(arm, args.lr_scale, root)),
         "--model.init_args.backbone", args.backbone,
         "--seed_everything", str(args.seed),
         "--trainer.max_steps", str(args.steps),
@@ -291,6 +310,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="test on this many examples of the recipes' 500-example test split (default: all)")
     parser.add_argument("--pad_to_max_length", action="store_true",
                         help="DePT/EPT pad inputs to s=64 as the paper does (prompt tuning cannot; see the docstring)")
+    parser.add_argument("--lr_scale", type=float, default=1.0,
+                        help="multiply every learning rate of every recipe (optimizer and DualLRSchedule groups); "
+                             "the recipes use the papers' rates, e.g. prompt lr 0.3, tuned for T5's far larger embeddings")
     parser.add_argument("--backbone", default="smollm2-135m", help="model for every arm (tiny-llama for a smoke test)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -301,6 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      f"use at least {WARMUP_STEPS + 1}.")
     if len(set(args.arms)) != len(args.arms):
         parser.error(f"--arms {' '.join(args.arms)} names an arm twice; list each once.")
+    if not args.lr_scale > 0:
+        parser.error(f"--lr_scale {args.lr_scale} must be positive.")
     for name in ("batch_size", "test_examples"):
         value = getattr(args, name)
         if value is not None and value < 1:
