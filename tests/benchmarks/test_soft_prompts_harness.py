@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "soft_prompts.py"
+from tests.benchmarks.harness import BENCHMARKS, run_script
+
+SCRIPT = BENCHMARKS / "soft_prompts.py"
 
 
 def _harness():
@@ -24,18 +22,9 @@ def _harness():
 @pytest.mark.timeout(600)
 def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
     output = tmp_path / "result.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--backbone", "tiny-llama", "--steps", "3", "--arms", "prompt_tuning", "dept",
-         "--test_examples", "16", "--batch_size", "4", "--output", str(output), "--workdir", str(tmp_path / "runs")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = process.communicate(timeout=540)
-    except subprocess.TimeoutExpired:
-        process.terminate()  # SIGTERM: the harness kills the arm it is running
-        stdout, stderr = process.communicate()
-        pytest.fail("the harness did not finish in 540 s:\n" + stderr[-3000:])
-    assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    stdout = run_script("soft_prompts.py", [
+        "--backbone", "tiny-llama", "--steps", "3", "--arms", "prompt_tuning", "dept", "--test_examples", "16",
+        "--batch_size", "4", "--output", str(output), "--workdir", str(tmp_path / "runs")], OMP_NUM_THREADS="1")
     result = json.loads(output.read_text())
 
     assert [row["arm"] for row in result["rows"]] == ["prompt_tuning", "dept"]

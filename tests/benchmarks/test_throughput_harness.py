@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
+from tests.benchmarks.harness import run_script
+
 
 
 @pytest.mark.timeout(600)
 def test_ours_and_peer_train_the_same_batches_and_report_ratios(tmp_path):
     output = tmp_path / "throughput.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--backbone", "tiny-llama", "--datasets", "movie_dialog", "--steps", "3",
-         "--warmup-steps", "1", "--batch-size", "4", "--repeats", "1", "--threads", "1", "--output", str(output)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = process.communicate(timeout=540)
-    except subprocess.TimeoutExpired:
-        process.terminate()  # SIGTERM: the harness kills the arm it is running
-        stdout, stderr = process.communicate()
-        pytest.fail("the harness did not finish in 540 s:\n" + stderr[-3000:])
-    assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    stdout = run_script("throughput.py", [
+        "--backbone", "tiny-llama", "--datasets", "movie_dialog", "--steps", "3", "--warmup-steps", "1",
+        "--batch-size", "4", "--repeats", "1", "--threads", "1", "--output", str(output)])
     assert "speed/peer" in stdout  # the printed table
 
     section = json.loads(output.read_text())["cpu"]

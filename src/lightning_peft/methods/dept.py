@@ -301,37 +301,23 @@ class EPT(DePT):
     so the projection can get its own learning rate.
 
     Args:
-        num_virtual_tokens: Length m of the short prompt.
-        rank: Rank r of the offset A @ B.
-        max_length: Positions s the offset covers (longer inputs raise an error).
-        alpha: Numerator of the offset's scale alpha / sqrt(r).
-        init_text: Text whose token embeddings initialise P; none: random vocabulary tokens.
-        tokenizer: Tokenizer for `init_text` (object, or name resolved by `lightning_peft.zoo.load_tokenizer`).
-        pad_to_max_length: Pad every batch to s tokens as DePT's paper does; False: batch length only.
-        modules_to_save: Modules of the base trained in full besides the prompt (e.g. a new head).
         num_spaces: Number N of projection subspaces mixed by the gate.
         space_rank: Rank q of each subspace projection.
         fusion: Enrich the prompt from the low-rank offset by attention (False: projection only).
         gate_pooling: How the gate summarises the prompt: "mean" or "max" over its m vectors.
+        **dept: DePT's arguments (num_virtual_tokens, rank, max_length, alpha, init_text, tokenizer,
+            pad_to_max_length, modules_to_save), with DePT's defaults.
     """
 
     def __init__(
         self,
-        num_virtual_tokens: int = 60,
-        rank: int = 30,
-        max_length: int = 256,
-        alpha: float = 8.0,
-        init_text: str | None = None,
-        tokenizer: str | PreTrainedTokenizerBase | None = None,
-        pad_to_max_length: bool = True,
-        modules_to_save: list[str] | None = None,
         num_spaces: int = 4,
         space_rank: int = 8,
         fusion: bool = True,
         gate_pooling: Literal["mean", "max"] = "mean",
+        **dept: Any,
     ) -> None:
-        super().__init__(num_virtual_tokens, rank, max_length, alpha, init_text, tokenizer, pad_to_max_length,
-                         modules_to_save)
+        super().__init__(**dept)
         if num_spaces < 1 or space_rank < 1:
             raise MethodConfigError(f"EPT num_spaces={num_spaces} and space_rank={space_rank} must be positive integers.")
         if gate_pooling not in ("mean", "max"):

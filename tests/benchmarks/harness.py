@@ -1,0 +1,26 @@
+"""Run a benchmark script as a user would, and fail with its output when it does not finish cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run_script(name: str, args: list[str], timeout: int = 540, **env: str) -> str:
+    """Run `benchmarks/<name>` with `args`; return its stdout. On timeout it gets SIGTERM (it kills its running arm)."""
+    process = subprocess.Popen([sys.executable, str(BENCHMARKS / name), *args], env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"benchmarks/{name} did not finish in {timeout} s:\n" + stderr[-3000:])
+    assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    return stdout
