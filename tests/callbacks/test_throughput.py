@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_peft.callbacks.flops import (count_parameters, device_peak_flops, matmul_precision,
                                             training_flops_per_token)
-from lightning_peft.callbacks.throughput import Throughput, ThroughputConfigError
+from lightning_peft.callbacks.throughput import Throughput, ThroughputConfigError, attention_context
+from lightning_peft.data.packing import PackingCollator
 from tests.conftest import tiny_causal_lm
 
 WIDTH = 8
@@ -209,6 +210,31 @@ def test_step_flops_of_a_frozen_llama_use_its_config_and_batch_width(tmp_path):
     per_token = 4 * TINY_LLAMA_N + 2 * Q_PROJ + 12 * LAYERS * WIDTH * HEADS * HEAD_DIM
     assert [r["flops"] for r in callback.records] == [r["tokens"] * per_token for r in callback.records]
     assert callback.summary()["n_trainable"] == Q_PROJ
+
+
+class PackedLM(ForeignLM):
+    def training_step(self, batch, batch_idx):
+        return self.lm(**batch).loss
+
+
+def _packed_loader(lengths_per_batch):
+    collate = PackingCollator()
+    batches = [collate([{"input_ids": list(range(1, n + 1)), "prompt_length": 1} for n in lengths])
+               for lengths in lengths_per_batch]
+    return DataLoader(batches, batch_size=None)
+
+
+def test_packed_batches_count_attention_within_each_example(tmp_path):
+    lengths = [[3, 5, 8], [4, 4, 4, 4], [16]]
+    assert [attention_context(b) for b in _packed_loader(lengths)] == [(9 + 25 + 64) / 16, 4.0, 16.0]
+    callback = Throughput(warmup_steps=0, peak_flops=1e12)
+    _trainer(tmp_path, 3, [callback]).fit(PackedLM(), _packed_loader(lengths))
+    linear = 4 * TINY_LLAMA_N + 2 * Q_PROJ
+    expected = [16 * linear + 12 * LAYERS * HEADS * HEAD_DIM * sum(n * n for n in row) for row in lengths]
+    assert [r["tokens"] for r in callback.records] == [16, 16, 16]  # every position of a packed row is real
+    assert [r["flops"] for r in callback.records] == pytest.approx(expected)
+    # the same rows padded to one width would be counted at that width, as they are computed
+    assert attention_context({"input_ids": torch.zeros(3, 8), "attention_mask": torch.ones(3, 8)}) == 8
 
 
 def test_peak_flops_table_and_precision():

@@ -48,6 +48,24 @@ def batch_width(batch: Any) -> int | None:
     return None
 
 
+def attention_context(batch: Any) -> float | None:
+    """The context length T of the attention term for a dict batch.
+
+    A padded batch attends over its width. A packed batch (`position_ids` restarting at 0 for each
+    example, no `attention_mask`) attends within each example only, so T is the token-weighted
+    mean example length, sum(n^2) / sum(n): then tokens x T is the batch's exact attention work.
+    """
+    if isinstance(batch, Mapping) and batch.get("attention_mask") is None:
+        positions = batch.get("position_ids")
+        if isinstance(positions, torch.Tensor) and positions.numel():
+            flat = positions.reshape(-1)
+            starts = torch.nonzero((flat == 0) | torch.cat([flat.new_ones(1, dtype=torch.bool), flat[1:] <= flat[:-1]]))
+            bounds = torch.cat([starts.reshape(-1), flat.new_tensor([flat.numel()])])
+            lengths = (bounds[1:] - bounds[:-1]).double()
+            return float((lengths * lengths).sum() / lengths.sum())
+    return batch_width(batch)
+
+
 def peak_memory_gb(device: torch.device) -> tuple[float, str]:
     """(peak memory in GB of 1e9 bytes, what was measured): CUDA tensors' peak, else the process's peak RSS."""
     if device.type == "cuda":
@@ -78,11 +96,13 @@ class Throughput(L.Callback):
     `4N + 2N_trainable + 12·L·T·W` (see `flops.py`): N counts every parameter of the
     LightningModule that multiplies activations (not input embedding tables), trainable by
     `requires_grad`; L and W (layers, attention width) come from the first `transformers` config
-    found in the module, T is each batch's width. The device peak comes from a table of NVIDIA
-    datasheet dense figures at the precision the matmuls run in (`trainer.precision`); on a CPU
-    or an unlisted GPU, MFU is logged only when `peak_flops` is given. Under FSDP or DeepSpeed
-    ZeRO-3 the parameters are sharded: pass `flops_per_token`. Positions a model adds to the
-    batch (soft-prompt tokens) are neither counted as tokens nor in T; `tokens_fn` can add them.
+    found in the module, T is each batch's width (for a packed batch without an attention mask,
+    the token-weighted mean length of its examples, which attend only within themselves). The
+    device peak comes from a table of NVIDIA datasheet dense figures at the precision the matmuls
+    run in (`trainer.precision`); on a CPU or an unlisted GPU, MFU is logged only when
+    `peak_flops` is given. Under FSDP or DeepSpeed ZeRO-3 the parameters are sharded: pass
+    `flops_per_token`. Positions a model adds to the batch (soft-prompt tokens) are neither
+    counted as tokens nor in T; `tokens_fn` can add them.
     `summary()["n_params"]`/`["n_trainable"]` are the formula's N and N_trainable, so a trained
     prompt table (a lookup) is not in them.
 
@@ -102,7 +122,8 @@ class Throughput(L.Callback):
         include_embeddings: Also count input embedding tables in N (they do no matmul).
         n_layers: Transformer layers for the attention term (default: from the model's config).
         attention_width: Heads x head dim for the attention term (default: from the model's config).
-        seq_len: Sequence length for the attention term (default: each batch's input_ids width).
+        seq_len: Sequence length for the attention term (default: each batch's width, or its mean
+            example length when packed).
     """
 
     def __init__(
@@ -181,7 +202,7 @@ class Throughput(L.Callback):
         if self._pending is None:
             self._pending = {"step": trainer.global_step, "seconds": 0.0, "micro": []}
         tokens = int(self.tokens_fn(batch))  # counted before the clock starts: it may synchronise
-        self._pending["micro"].append((tokens, self.seq_len or batch_width(batch) or 0))
+        self._pending["micro"].append((tokens, self.seq_len or attention_context(batch) or 0))
         self._sync(pl_module)
         self._started = time.perf_counter()
 
