@@ -75,3 +75,16 @@ def test_compiled_module_trains_with_the_eager_losses():
     assert {n for n, _ in compiled.named_parameters()} == {n for n, _ in eager.named_parameters()}
     # the second loss follows one optimizer step, so it also checks the compiled backward
     assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_attention_kernel_is_passed_to_the_backbone_and_gives_the_same_loss():
+    eager, sdpa = _module(attn_implementation="eager"), _module(attn_implementation="sdpa")
+    assert eager.model.config._attn_implementation == "eager" and sdpa.model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(_loss_and_grads(eager)[0], _loss_and_grads(sdpa)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_attention_kernel_is_refused_before_loading():
+    from lightning_peft.methods import MethodConfigError
+
+    with pytest.raises(MethodConfigError, match="attn_implementation='flash2' is not an attention kernel"):
+        LoraModule(backbone="tiny-llama", task=CausalLMSFT(), method=Lora(), attn_implementation="flash2")

@@ -20,6 +20,9 @@ from ..methods import Adapted, Method, MethodConfigError
 from ..tasks import Task
 
 
+ATTENTION_KERNELS = frozenset({"eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"})
+
+
 @runtime_checkable
 class NamedEvaluationSets(Protocol):
     """Data with several evaluation sets (e.g. a task sequence): metrics are logged per name."""
@@ -48,6 +51,10 @@ class FineTuneModule(L.LightningModule):
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
         compile: Compile the adapted model with `torch.compile` (in place, so parameter names and
             checkpoints are unchanged); the first steps are slow while it compiles.
+        attn_implementation: The backbone's attention kernel, passed to `from_pretrained`: "sdpa",
+            "eager", "flash_attention_2" (CUDA, needs the flash-attn package; packed batches then
+            attend per example without a mask), "flex_attention", or a hub kernel ("org/repo").
+            Default: the transformers default for the model (sdpa where supported).
     """
 
     def __init__(
@@ -62,16 +69,21 @@ class FineTuneModule(L.LightningModule):
         quantization: quant.Quantization | None = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        attn_implementation: str | None = None,
     ) -> None:
         super().__init__()
         if task is None or method is None:
             raise MethodConfigError(f"{type(self).__name__} needs both a task and a method; set model.init_args.task and .method.")
+        if attn_implementation is not None and attn_implementation not in ATTENTION_KERNELS and "/" not in attn_implementation:
+            raise MethodConfigError(f"attn_implementation={attn_implementation!r} is not an attention kernel; use one of "
+                                    f"{sorted(ATTENTION_KERNELS)}, a hub kernel such as 'org/repo', or leave it unset.")
         self.save_hyperparameters()
         self.backbone, self.task, self.method = backbone, task, method
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.group_lr = dict(group_lr or {})
         self.quantization, self.gradient_checkpointing = quantization, gradient_checkpointing
         self.compile_model = compile  # not `self.compile`: that would hide nn.Module.compile
+        self.attn_implementation = attn_implementation
         # Cheap checks first, so a bad name or label set fails before any weights load.
         self.tokenizer = zoo.load_tokenizer(backbone)
         task.bind(self.tokenizer, label_names)
@@ -104,8 +116,9 @@ class FineTuneModule(L.LightningModule):
         if self.model is not None:
             return
         quant.check_available(self.quantization)
+        attention = {} if self.attn_implementation is None else {"attn_implementation": self.attn_implementation}
         base = self.task.auto_class().from_pretrained(
-            zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization)
+            zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization), **attention
         )
         self.base_fingerprint = checkpoint.fingerprint(base, exclude=self.task.head_modules(base))
         if self.quantization is not None:
