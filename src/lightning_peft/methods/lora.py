@@ -20,6 +20,7 @@ from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
 from torch import nn
 
 from .base import Adapted, MethodConfigError, trainable_groups
+from .lora_dropout import use_compact_dropout
 from .targets import ALL_LINEAR, check_targets
 
 HEAD_MARKER = ".modules_to_save."
@@ -68,6 +69,9 @@ class Lora(PeftMethod):
         modules_to_save: Modules trained in full besides the adapter (e.g. a new head).
         variant: "lora"; "dora" (weight-decomposed, Liu et al. 2024); "rslora" (rank-stabilised scaling).
         bias: Which biases to train: "none", "lora_only" or "all".
+        compact_dropout: Keep a 1-byte mask of the dropout for the backward pass instead of PyTorch's
+            float noise on a CPU (`lora_dropout.py`): bitwise the same outputs and gradients, one
+            fewer float copy of every adapted layer's input held in memory. False: peft's nn.Dropout.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Lora(PeftMethod):
         modules_to_save: list[str] | None = None,
         variant: Literal["lora", "dora", "rslora"] = "lora",
         bias: Literal["none", "lora_only", "all"] = "none",
+        compact_dropout: bool = True,
     ) -> None:
         super().__init__(target_modules, modules_to_save)
         if r < 1:
@@ -86,6 +91,13 @@ class Lora(PeftMethod):
         if not 0.0 <= dropout < 1.0:
             raise MethodConfigError(f"LoRA dropout={dropout} must be in [0, 1).")
         self.r, self.alpha, self.dropout, self.variant, self.bias = r, alpha, dropout, variant, bias
+        self.compact_dropout = compact_dropout
+
+    def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
+        adapted = super().apply(model, modules_to_save)
+        if self.compact_dropout:
+            use_compact_dropout(adapted.model)
+        return adapted
 
     def peft_config(self, target_modules, modules_to_save) -> LoraConfig:
         return LoraConfig(
