@@ -23,8 +23,9 @@ verbalizer objective has no stock `Trainer` equivalent. `long_sft` (GPU) pairs r
 Lee news corpus (16-640 words) into examples of up to 1,024 tokens.
 
 Variants of our arm (`--variants`, features joined by "+"): `plain` (no bucketing, no packing: the
-equal-settings row), `packing`, `bucketing`, `chunked` (chunked cross-entropy), `compile`,
-`grad_ckpt`, and `tricks` = packing+chunked for SFT workloads on a CPU, bucketing+chunked for trec6 and
+equal-settings row, with lightning-peft's defaults), `packing`, `bucketing`, `chunked` (chunked
+cross-entropy), `compile`, `grad_ckpt`, `peft_dropout` (peft's own nn.Dropout instead of our default
+`Lora(compact_dropout=True)`, which keeps a 1-byte mask: same numbers, less memory), and `tricks` = packing+chunked for SFT workloads on a CPU, bucketing+chunked for trec6 and
 on a GPU (sdpa attends over a whole packed row; see `features_of`). The peer
 runs `--peer-variants` (default `plain`). Ratios are against the peer's plain run and our plain run.
 Results: benchmarks/results/throughput.json (one section per device), and a printed table.
@@ -49,7 +50,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
-FEATURES = ("packing", "bucketing", "chunked", "compile", "grad_ckpt")
+FEATURES = ("packing", "bucketing", "chunked", "compile", "grad_ckpt", "peft_dropout")
 TREC_TEMPLATE = "Question: {text}\nAnswer type:"
 # ~0.5B and ~1B Llama shapes (SmolLM2's 49,152-token vocabulary, tied embeddings, 64-wide heads).
 GPU_MODELS = {
@@ -183,7 +184,8 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
             "task": {"class_path": "lightning_peft.tasks.CausalLMSFT", "init_args": {"chunked_loss": "chunked" in features}},
             "method": {"class_path": "lightning_peft.methods.Lora",
                        "init_args": {"r": lora["r"], "alpha": lora["alpha"], "dropout": lora["dropout"],
-                                     "target_modules": lora["target_modules"]}},
+                                     "target_modules": lora["target_modules"],
+                                     "compact_dropout": "peft_dropout" not in features}},
             "optimizer": {"class_path": "torch.optim.AdamW",
                           "init_args": {"lr": optimizer["lr"], "betas": optimizer["betas"], "eps": optimizer["eps"],
                                         "weight_decay": optimizer["weight_decay"], "fused": True}},
@@ -194,15 +196,23 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
     }
 
 
-def _environment(threads: int | None) -> dict:
+# glibc malloc settings that keep freed memory in the process instead of unmapping it and faulting it
+# in again on the next step (see docs/performance.md): no mmap for large blocks, no trimming of the heap.
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+
+
+def _environment(threads: int | None, keep_freed_memory: bool = False) -> dict:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [env.get("PYTHONPATH")])])
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if keep_freed_memory:
+        env.update(KEEP_FREED_MEMORY)
     return env
 
 
-def run_arm(arm: str, spec: dict, examples_file: Path, workdir: Path, threads: int | None) -> dict:
+def run_arm(arm: str, spec: dict, examples_file: Path, workdir: Path, threads: int | None,
+            keep_freed_memory: bool = False) -> dict:
     """Run one arm in a fresh process and return its result (raises with the process's output on failure)."""
     tag = f"{arm}-{spec['workload']}-{spec['variant']}-{spec['repeat']}"
     output, spec_file = workdir / f"{tag}.result.json", workdir / f"{tag}.spec.json"
@@ -215,8 +225,8 @@ def run_arm(arm: str, spec: dict, examples_file: Path, workdir: Path, threads: i
         command = [sys.executable, str(HERE / "peer_trainer.py"), "--spec", str(spec_file),
                    "--examples", str(examples_file), "--output", str(output)]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=_environment(threads), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(command, env=_environment(threads, keep_freed_memory), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = process.communicate()
     finally:  # interrupted (Ctrl-C, SIGTERM): do not leave the arm running
@@ -266,6 +276,9 @@ def summarize(runs: list[dict], stats: dict, flops_per_tok: float | None, peak: 
             "tokens_per_sec": _median(group, "tokens_per_sec"), "tokens_per_sec_runs": [r["tokens_per_sec"] for r in group],
             "peak_memory_bytes": _median(group, memory_key), "memory_kind": memory_key,
             "load_peak_rss_bytes": _median(group, "load_peak_rss_bytes"),
+            # where the time went (CPU): kernel seconds and minor page faults in the timed window
+            "timed_system_seconds": _median(group, "timed_system_seconds"),
+            "timed_minor_faults": _median(group, "timed_minor_faults"),
             "loss_step1": statistics.median(r["losses"][0] for r in group) if all(r["losses"] for r in group) else None,
             "tokens_per_step": group[0]["tokens_per_step"],
             "mfu_throughput_callback": statistics.median(c["mfu"] for c in callback) if callback and all(
@@ -316,6 +329,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, help="OMP/MKL threads per run (default: torch's choice)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="run both arms with glibc malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, "
+                             "MALLOC_TRIM_THRESHOLD_): no page faults from memory returned and re-taken every step")
     parser.add_argument("--no-throughput-callback", action="store_true",
                         help="do not attach lightning-peft's Throughput callback to our arm (it reads token counts every step)")
     parser.add_argument("--output", default=str(RESULTS), help="JSON file; the device's section is replaced")
@@ -361,7 +377,7 @@ def benchmark(args: argparse.Namespace, backbone: str, workdir: Path) -> dict:
             for arm, variant in order:
                 spec = {**base_spec(args, backbone, path, workload), "variant": variant, "repeat": repeat,
                         "features": features_of(variant, workload, args.device)}
-                result = run_arm(arm, spec, examples_files[workload], workdir, args.threads)
+                result = run_arm(arm, spec, examples_files[workload], workdir, args.threads, args.keep_freed_memory)
                 print(f"  {backbone} {workload} {arm:4s} {variant:10s} repeat {repeat}: "
                       f"{result['tokens_per_sec']:.0f} tokens/s, process {result['process_seconds']:.0f} s", flush=True)
                 runs.append(result)

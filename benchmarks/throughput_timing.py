@@ -51,6 +51,7 @@ class StepTimes:
         self.tokens: list[torch.Tensor] = []
         self.losses: list[torch.Tensor] = []
         self.ends: list[float] = []
+        self.usage: list[resource.struct_rusage] = []  # at the two ends of the timed window
         self.load_peak_rss: int | None = None
 
     def training_started(self) -> None:
@@ -70,6 +71,7 @@ class StepTimes:
         step = len(self.ends) + 1
         if step in (self.warmup_steps, self.max_steps):
             _sync()  # only at the two ends of the timed window
+            self.usage.append(resource.getrusage(resource.RUSAGE_SELF))
         self.ends.append(time.perf_counter())
         if loss is not None:
             self.losses.append(loss.detach())
@@ -84,7 +86,19 @@ class StepTimes:
         return {"steps": steps, "timed_steps": steps - self.warmup_steps, "timed_tokens": timed,
                 "timed_seconds": seconds, "tokens_per_sec": timed / seconds, "tokens_per_step": tokens,
                 "losses": [float(loss) for loss in self.losses], "load_peak_rss_bytes": self.load_peak_rss,
-                **peak_memory()}
+                **self._cpu_usage(), **peak_memory()}
+
+    def _cpu_usage(self) -> dict[str, float]:
+        """What the process spent in the timed window: CPU seconds (user, kernel) and minor page faults.
+
+        Kernel time and page faults show allocator churn (memory handed back to the OS and faulted in
+        again every step), which costs the same whichever training loop runs.
+        """
+        if len(self.usage) < 2:
+            return {}
+        start, end = self.usage[0], self.usage[-1]
+        return {"timed_user_seconds": end.ru_utime - start.ru_utime, "timed_system_seconds": end.ru_stime - start.ru_stime,
+                "timed_minor_faults": end.ru_minflt - start.ru_minflt}
 
 
 def peak_rss_bytes() -> int:
