@@ -212,6 +212,26 @@ def test_step_flops_of_a_frozen_llama_use_its_config_and_batch_width(tmp_path):
     assert callback.summary()["n_trainable"] == Q_PROJ
 
 
+class UnfreezeAtStep(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            for param in pl_module.parameters():
+                param.requires_grad_(True)
+
+
+def test_flops_follow_a_callback_that_unfreezes_mid_run(tmp_path):
+    callback = Throughput(warmup_steps=0, peak_flops=1e12)
+    # listed first, so the parameters are unfrozen before Throughput counts the step
+    _trainer(tmp_path, 4, [UnfreezeAtStep(2), callback]).fit(ForeignLM(), _loader())
+    attention = 12 * LAYERS * WIDTH * HEADS * HEAD_DIM
+    frozen, full = 4 * TINY_LLAMA_N + 2 * Q_PROJ + attention, 6 * TINY_LLAMA_N + attention
+    assert [r["flops"] / r["tokens"] for r in callback.records] == [frozen, frozen, full, full]
+    assert callback.summary()["n_trainable"] == TINY_LLAMA_N
+
+
 class PackedLM(ForeignLM):
     def training_step(self, batch, batch_idx):
         return self.lm(**batch).loss
