@@ -59,7 +59,8 @@ def attention_context(batch: Any) -> float | None:
         positions = batch.get("position_ids")
         if isinstance(positions, torch.Tensor) and positions.numel():
             flat = positions.reshape(-1)
-            starts = torch.nonzero((flat == 0) | torch.cat([flat.new_ones(1, dtype=torch.bool), flat[1:] <= flat[:-1]]))
+            # an example starts wherever the position is not the previous one plus 1
+            starts = torch.nonzero(torch.cat([flat.new_ones(1, dtype=torch.bool), flat[1:] != flat[:-1] + 1]))
             bounds = torch.cat([starts.reshape(-1), flat.new_tensor([flat.numel()])])
             lengths = (bounds[1:] - bounds[:-1]).double()
             return float((lengths * lengths).sum() / lengths.sum())

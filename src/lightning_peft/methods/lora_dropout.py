@@ -51,6 +51,6 @@ def use_compact_dropout(model: nn.Module) -> int:
             continue
         for name, dropout in dropouts.items():
             if type(dropout) is nn.Dropout and not dropout.inplace:
-                dropouts[name] = CompactDropout(dropout.p, dropout.inplace)
+                dropouts[name] = CompactDropout(dropout.p)
                 swapped += 1
     return swapped
