@@ -25,8 +25,9 @@ Lee news corpus (16-640 words) into examples of up to 1,024 tokens.
 Variants of our arm (`--variants`, features joined by "+"): `plain` (no bucketing, no packing: the
 equal-settings row, with lightning-peft's defaults), `packing`, `bucketing`, `chunked` (chunked
 cross-entropy), `compile`, `grad_ckpt`, `peft_dropout` (peft's own nn.Dropout instead of our default
-`Lora(compact_dropout=True)`, which keeps a 1-byte mask: same numbers, less memory), and `tricks` = packing+chunked for SFT workloads on a CPU, bucketing+chunked for trec6 and
-on a GPU (sdpa attends over a whole packed row; see `features_of`). The peer
+`Lora(compact_dropout=True)`, which keeps a 1-byte mask: same numbers, less memory), and `tricks` =
+packing+chunked on a CPU and bucketing+chunked on a GPU (sdpa attends over a whole packed row; see
+`features_of`). The peer
 runs `--peer-variants` (default `plain`). Ratios are against the peer's plain run and our plain run.
 Results: benchmarks/results/throughput.json (one section per device), and a printed table.
 """
@@ -143,15 +144,14 @@ def data_stats(examples: list[dict], batch_size: int) -> dict:
 
 # -- one run ----------------------------------------------------------------------------------------
 
-def features_of(variant: str, workload: str, device: str) -> list[str]:
+def features_of(variant: str, device: str) -> list[str]:
     if variant == "plain":
         return []
     if variant == "tricks":
         # Packing pays where attention is cheap next to the MLPs (short rows, CPU). With sdpa, transformers
         # materialises the packed row's block-diagonal mask and attends over the whole row, so for long
         # examples on a GPU (attention a large share) bucketing is the better trick without flash-attention.
-        packs = workload != "trec6" and device == "cpu"
-        return ["packing" if packs else "bucketing", "chunked"]
+        return ["packing" if device == "cpu" else "bucketing", "chunked"]
     features = variant.split("+")
     unknown = sorted(set(features) - set(FEATURES))
     if unknown:
@@ -376,7 +376,7 @@ def benchmark(args: argparse.Namespace, backbone: str, workdir: Path) -> dict:
             order = arms if repeat % 2 == 0 else arms[::-1]
             for arm, variant in order:
                 spec = {**base_spec(args, backbone, path, workload), "variant": variant, "repeat": repeat,
-                        "features": features_of(variant, workload, args.device)}
+                        "features": features_of(variant, args.device)}
                 result = run_arm(arm, spec, examples_files[workload], workdir, args.threads, args.keep_freed_memory)
                 print(f"  {backbone} {workload} {arm:4s} {variant:10s} repeat {repeat}: "
                       f"{result['tokens_per_sec']:.0f} tokens/s, process {result['process_seconds']:.0f} s", flush=True)

@@ -32,11 +32,22 @@ def dialog_file(tmp_path):
     return str(path)
 
 
-def _batches(path, tokenizer, packing, **kwargs):
+def _loader(path, tokenizer, packing, **kwargs):
     data = SFTData(path, tokenizer=tokenizer, batch_size=6, val_size=0, test_size=0, bucket_by_length=False,
                    packing=packing, **kwargs)
     data.setup("fit")
-    return list(data.train_dataloader())
+    return data.train_dataloader()
+
+
+def _batches(path, tokenizer, packing, **kwargs):
+    return list(_loader(path, tokenizer, packing, **kwargs))
+
+
+def _padded_and_packed(path, tokenizer, which):
+    """The `which`-th packed training batch, and the same examples as a padded batch."""
+    padding, packing = _loader(path, tokenizer, False), _loader(path, tokenizer, True)
+    indices = list(packing.batch_sampler)[which]
+    return tuple(loader.collate_fn([loader.dataset[i] for i in indices]) for loader in (padding, packing))
 
 
 def test_collator_restarts_positions_and_masks_prompts_and_boundaries():
@@ -50,7 +61,7 @@ def test_collator_restarts_positions_and_masks_prompts_and_boundaries():
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_loss_and_logits_equal_padded(tiny_llama, data_cache, tokenizer, dialog_file, attention):
-    padded, packed = _batches(dialog_file, tokenizer, False)[0], _batches(dialog_file, tokenizer, True)[0]
+    padded, packed = _padded_and_packed(dialog_file, tokenizer, 0)
     lengths = padded["attention_mask"].sum(1)
     assert packed["input_ids"].shape == (1, int(lengths.sum())) and lengths.min() < lengths.max()
     model = tiny_llama().eval()
@@ -70,7 +81,7 @@ def test_packed_loss_and_logits_equal_padded(tiny_llama, data_cache, tokenizer, 
 
 
 def test_packed_loss_with_chunked_loss_and_gradients(tiny_llama, data_cache, tokenizer, dialog_file):
-    padded, packed = _batches(dialog_file, tokenizer, False)[1], _batches(dialog_file, tokenizer, True)[1]
+    padded, packed = _padded_and_packed(dialog_file, tokenizer, 1)
     model = tiny_llama()  # train mode, dropout 0 in the tiny config
     grads = []
     for task, batch in ((CausalLMSFT(), padded), (CausalLMSFT(chunked_loss=True, loss_chunk_size=16), packed)):
@@ -88,10 +99,14 @@ def test_token_budget_batches_fill_the_budget_and_cover_every_example():
     batches = list(sampler)
     assert len(batches) == len(sampler)
     assert sorted(i for batch in batches for i in batch) == list(range(40))
-    assert all(sum(lengths[i] for i in batch) <= 50 for batch in batches)
-    # greedy: a batch closes only when the next example would not fit
-    assert all(sum(lengths[i] for i in batch) + lengths[nxt[0]] > 50 for batch, nxt in zip(batches, batches[1:]))
+    tokens = [sum(lengths[i] for i in batch) for batch in batches]
+    assert max(tokens) <= 50
+    assert tokens[0] == max(tokens), "the fullest row should come first"
     assert batches == list(TokenBudgetBatchSampler(lengths, max_tokens=50, seed=3))
+    # greedy (seen in index order, unshuffled): a batch closes only when the next example would not fit
+    ordered = list(TokenBudgetBatchSampler(lengths, max_tokens=50, shuffle=False))
+    assert [i for batch in ordered for i in batch] == list(range(40))
+    assert all(sum(lengths[i] for i in batch) + lengths[nxt[0]] > 50 for batch, nxt in zip(ordered, ordered[1:]))
     sampler.skip_batches(2)
     assert list(sampler) == batches[2:]
 
@@ -100,6 +115,11 @@ def test_sft_data_with_token_budget_packs_rows_within_budget(data_cache, tokeniz
     batches = _batches(dialog_file, tokenizer, True, max_length=32, max_tokens_per_batch=64)
     assert all(b["input_ids"].shape[0] == 1 and b["input_ids"].shape[1] <= 64 for b in batches)
     assert sum(int((b["position_ids"] == 0).sum()) for b in batches) == 24
+
+
+def test_sft_data_packs_its_longest_row_first(data_cache, tokenizer, dialog_file):
+    widths = [b["input_ids"].shape[1] for b in _batches(dialog_file, tokenizer, True, max_length=32)]
+    assert widths[0] == max(widths) and len(set(widths)) > 1
 
 
 def test_bad_packing_options_fail_early(tokenizer):

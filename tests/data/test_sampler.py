@@ -59,6 +59,32 @@ def test_drop_last_drops_the_short_batch():
     assert len(batches) == len(sampler) == 1003 // 16 and all(len(b) == 16 for b in batches)
 
 
+@pytest.mark.parametrize("megabatch_batches", [1, 50])
+def test_largest_batch_comes_first_and_the_rest_stays_shuffled(megabatch_batches):
+    sampler = LengthBucketBatchSampler(LENGTHS, batch_size=16, seed=5, megabatch_batches=megabatch_batches)
+    padded = lambda batch: len(batch) * max(LENGTHS[i] for i in batch)  # noqa: E731
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert padded(batches[0]) == max(map(padded, batches))
+        orders.append([padded(b) for b in batches[1:]])
+    assert all(order != sorted(order, reverse=True) for order in orders)
+    assert orders[0] != orders[1]
+
+
+def test_packed_batches_put_the_most_summed_tokens_first():
+    summed = lambda batch: sum(LENGTHS[i] for i in batch)  # noqa: E731
+    padded = lambda batch: len(batch) * max(LENGTHS[i] for i in batch)  # noqa: E731
+    differ = 0
+    for seed in range(10):
+        packed = list(LengthBucketBatchSampler(LENGTHS, batch_size=16, seed=seed, megabatch_batches=1, packed=True))
+        plain = list(LengthBucketBatchSampler(LENGTHS, batch_size=16, seed=seed, megabatch_batches=1))
+        assert summed(packed[0]) == max(map(summed, packed)) and padded(plain[0]) == max(map(padded, plain))
+        differ += packed[0] != plain[0]
+    assert differ, "the packed flag never changed which batch goes first"
+
+
 def test_unshuffled_keeps_the_order_of_megabatches():
     sampler = LengthBucketBatchSampler(list(range(100)), batch_size=10, shuffle=False, megabatch_batches=2)
     assert list(sampler)[0] == list(range(19, 9, -1))

@@ -60,8 +60,9 @@ class TokenBudgetBatchSampler(LengthBucketBatchSampler):
     """Batches of as many examples as fit in `max_tokens` tokens (their lengths summed), for packed rows.
 
     Each epoch the indices are shuffled from `seed + epoch` (as in `LengthBucketBatchSampler`) and cut
-    greedily: an example starts a new batch when it would push the current one past `max_tokens`. The
-    number of batches therefore varies slightly between epochs; `len()` is that of the current epoch.
+    greedily: an example starts a new batch when it would push the current one past `max_tokens`; the
+    batch of most tokens then goes first (see `LengthBucketBatchSampler`). The number of batches
+    varies slightly between epochs; `len()` is that of the current epoch.
     Resume (`skip_batches`) and DDP sharding work as in the parent class.
 
     Args:
@@ -82,7 +83,8 @@ class TokenBudgetBatchSampler(LengthBucketBatchSampler):
         drop_last: bool = False,
         sampler: Optional[Sampler[int]] = None,
     ) -> None:
-        super().__init__(lengths, batch_size=1, shuffle=shuffle, seed=seed, drop_last=drop_last, sampler=sampler)
+        super().__init__(lengths, batch_size=1, shuffle=shuffle, seed=seed, drop_last=drop_last, sampler=sampler,
+                         packed=True)
         longest = max(self.lengths, default=0)
         if not isinstance(max_tokens, int) or max_tokens < max(longest, 1):
             raise DataConfigError(f"max_tokens_per_batch={max_tokens!r} is smaller than the longest example ({longest} "
@@ -103,7 +105,7 @@ class TokenBudgetBatchSampler(LengthBucketBatchSampler):
             used += self.lengths[index]
         if current and not self.drop_last:
             batches.append(current)
-        return batches
+        return self._largest_first(batches) if self.shuffle else batches
 
     def __len__(self) -> int:
         batches = self.epoch_batches(self._current_epoch())

@@ -47,8 +47,14 @@ class LengthBucketBatchSampler(BatchSampler):
 
     Each epoch: permute the indices with a private `torch.Generator` (never the global RNG), cut the
     permutation into megabatches of `megabatch_batches * batch_size`, sort each by length, cut it into
-    batches, and shuffle the batch order. With `shuffle=False` the index order is kept (sorting within
-    megabatches only), which suits evaluation. `megabatch_batches=1` gives a plain seeded shuffle.
+    batches, shuffle the batch order, and move the largest batch (most tokens, padding included) to the front.
+    With `shuffle=False` the index order is kept (sorting within megabatches only), which suits
+    evaluation. `megabatch_batches=1` gives a plain seeded shuffle.
+
+    Largest first (as `transformers`' `LengthGroupedSampler` does): a batch that does not fit in memory
+    fails at the first step, not hours in, and the allocator (CUDA's caching allocator, glibc's heap on a
+    CPU) grows once to the size every later batch fits in, instead of growing again, fragmented, each
+    time a longer batch comes.
 
     Args:
         lengths: Length of every example (e.g. token count), indexed like the dataset.
@@ -60,6 +66,8 @@ class LengthBucketBatchSampler(BatchSampler):
         sampler: Indices to draw from instead of all of `range(len(lengths))`; Lightning passes its
             `DistributedSampler` here under DDP (see the module docstring).
         megabatch_batches: Batches per sorted megabatch.
+        packed: The batches become packed rows (no padding): a batch's size, for largest-first, is its
+            examples' lengths summed rather than its size times its longest example.
 
     Example::
 
@@ -77,6 +85,7 @@ class LengthBucketBatchSampler(BatchSampler):
         drop_last: bool = False,
         sampler: Optional[Sampler[int]] = None,
         megabatch_batches: int = MEGABATCH_BATCHES,
+        packed: bool = False,
     ) -> None:
         if isinstance(lengths, Sampler):
             raise TypeError("LengthBucketBatchSampler needs per-example lengths first, not a sampler.")
@@ -90,6 +99,7 @@ class LengthBucketBatchSampler(BatchSampler):
         self.seed = seed
         self.drop_last = drop_last
         self.megabatch_batches = megabatch_batches
+        self.packed = packed
         # `self` when nothing is injected, so Lightning's per-epoch `batch_sampler.sampler.set_epoch` reaches us.
         self.sampler = self if sampler is None else sampler
         self.epoch = 0
@@ -132,7 +142,20 @@ class LengthBucketBatchSampler(BatchSampler):
             batches.pop()  # only the final megabatch can end short
         if self.shuffle:
             batches = [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]
+            batches = self._largest_first(batches)
         return batches
+
+    def batch_tokens(self, batch: list[int]) -> int:
+        """Tokens a batch computes on: summed lengths when packed, else its size times its longest example."""
+        lengths = [self.lengths[i] for i in batch]
+        return sum(lengths) if self.packed else len(lengths) * max(lengths)
+
+    def _largest_first(self, batches: list[list[int]]) -> list[list[int]]:
+        """`batches` with the one of most `batch_tokens` moved to the front (the first of equals)."""
+        if not batches:
+            return batches
+        largest = max(range(len(batches)), key=lambda k: self.batch_tokens(batches[k]))
+        return [batches[largest], *batches[:largest], *batches[largest + 1:]]
 
     def _shard(self, batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
         """Rank `rank`'s share of whole batches; every rank gets the same count."""
