@@ -235,7 +235,7 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"description": f"Parameter-efficient fine-tuning with Lightning. {EXTRA_COMMANDS}",
                            "exit_on_error": False},
-            args=argv,
+            args=args,  # None: LightningCLI reads sys.argv itself (passing it too makes Lightning warn on every run)
         )
     except (ArgumentError, ValueError) as error:
         if os.environ.get("LIGHTNING_PEFT_DEBUG"):

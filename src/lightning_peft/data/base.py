@@ -58,6 +58,7 @@ class TokenizedDataModule(LightningDataModule):
         max_eval_examples: Use only this many validation and test examples each; null for all.
         split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
         bucket_by_length: Batch examples of similar length together (less padding); else a plain seeded shuffle.
+            Either way each epoch's largest training batch comes first, so an out-of-memory shows at step 1.
         num_workers: DataLoader worker processes.
     """
 

@@ -118,7 +118,7 @@ def _fuse(layer: nn.Module, name: str, dropout: nn.Dropout) -> bool:
     if variants is None or name in variants or type(lora_a) is not nn.Linear or lora_a.bias is not None:
         return False
     fused = DroppedLoraA(lora_a.in_features, lora_a.out_features, dropout.p, device="meta")
-    fused.weight = lora_a.weight  # the very parameter: hooks, device, dtype and requires_grad stay
+    fused.weight = lora_a.weight  # the very parameter, with its device, dtype, requires_grad and hooks
     fused.train(lora_a.training)
     layer.lora_A[name] = fused
     layer.lora_dropout[name] = DeferredDropout(dropout.p)
