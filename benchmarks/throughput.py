@@ -25,7 +25,7 @@ Lee news corpus (16-640 words) into examples of up to 1,024 tokens.
 Variants of our arm (`--variants`, features joined by "+"): `plain` (no bucketing, no packing: the
 equal-settings row, with lightning-peft's defaults), `packing`, `bucketing`, `chunked` (chunked
 cross-entropy), `compile`, `grad_ckpt`, `peft_dropout` (peft's own nn.Dropout instead of our default
-`Lora(compact_dropout=True)`, which keeps a 1-byte mask: same numbers, less memory), and `tricks` =
+`Lora(compact_dropout=True)`, which keeps shared inputs and 1-byte masks: same numbers, less memory), and `tricks` =
 packing+chunked on a CPU and bucketing+chunked on a GPU (sdpa attends over a whole packed row; see
 `features_of`). The peer
 runs `--peer-variants` (default `plain`). Ratios are against the peer's plain run and our plain run.

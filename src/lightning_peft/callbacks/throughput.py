@@ -221,7 +221,7 @@ class Throughput(L.Callback):
         self.records.append({"tokens": tokens, "seconds": step["seconds"], "flops": flops})
         self._log(pl_module)
 
-    def _count(self, pl_module: nn.Module, micro: list[tuple[int, int]]) -> tuple[float, float]:
+    def _count(self, pl_module: nn.Module, micro: list[tuple[int, float]]) -> tuple[float, float]:
         tokens = sum(t for t, _ in micro)
         # Recounted when requires_grad changes (a callback may (un)freeze): the flags are cheap to read, the
         # count is not (~30 ms for a 135M LoRA model, which would show on a GPU step).

@@ -105,7 +105,7 @@ class TokenBudgetBatchSampler(LengthBucketBatchSampler):
             used += self.lengths[index]
         if current and not self.drop_last:
             batches.append(current)
-        return self._largest_first(batches) if self.shuffle else batches
+        return batches
 
     def __len__(self) -> int:
         batches = self.epoch_batches(self._current_epoch())

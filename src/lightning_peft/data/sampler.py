@@ -128,7 +128,7 @@ class LengthBucketBatchSampler(BatchSampler):
         return list(range(len(self.lengths))) if self._own_sampler() else [int(i) for i in self.sampler]
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """All batches of one epoch, before any sharding across ranks."""
+        """All batches of one epoch, before the largest is moved first and before any sharding across ranks."""
         pool = self._pool()
         generator = torch.Generator().manual_seed(self.seed + epoch)
         if self.shuffle:
@@ -142,7 +142,6 @@ class LengthBucketBatchSampler(BatchSampler):
             batches.pop()  # only the final megabatch can end short
         if self.shuffle:
             batches = [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]
-            batches = self._largest_first(batches)
         return batches
 
     def batch_tokens(self, batch: list[int]) -> int:
@@ -171,6 +170,8 @@ class LengthBucketBatchSampler(BatchSampler):
     def __iter__(self) -> Iterator[list[int]]:
         epoch = self._current_epoch()
         batches = self.epoch_batches(epoch)
+        if self.shuffle:
+            batches = self._largest_first(batches)
         if self._own_sampler():
             batches = self._shard(batches, *_world())
         skip, self._skip = self._skip, None

@@ -69,9 +69,9 @@ class Lora(PeftMethod):
         modules_to_save: Modules trained in full besides the adapter (e.g. a new head).
         variant: "lora"; "dora" (weight-decomposed, Liu et al. 2024); "rslora" (rank-stabilised scaling).
         bias: Which biases to train: "none", "lora_only" or "all".
-        compact_dropout: Keep a 1-byte mask of the dropout for the backward pass instead of PyTorch's
-            float noise on a CPU (`lora_dropout.py`): bitwise the same outputs and gradients, one
-            fewer float copy of every adapted layer's input held in memory. False: peft's nn.Dropout.
+        compact_dropout: On a CPU, keep each adapter's (shared) input and a 1-byte dropout mask for the
+            backward pass instead of PyTorch's float noise and a dropped copy per adapter
+            (`lora_dropout.py`): bitwise the same outputs and gradients, less memory. False: peft's nn.Dropout.
     """
 
     def __init__(

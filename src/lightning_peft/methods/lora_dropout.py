@@ -1,4 +1,4 @@
-"""LoRA's input dropout with a one-byte mask kept for the backward pass (same numbers, less memory).
+"""LoRA's input dropout, keeping 1-byte masks and shared inputs for the backward pass (same numbers, less memory).
 
 LoRA (Hu et al. 2021, arXiv:2106.09685) as peft implements it computes `B(A(dropout(x)))` for
 every adapted layer. On a CPU, PyTorch's dropout is `x * noise` with a float `noise` tensor of x's
