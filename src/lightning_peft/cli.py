@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import quantization as quant
-from .callbacks import RunSummary
+from .callbacks import CpuAllocatorCache, RunSummary
 from .callbacks.dual_lr import ScheduleConfigError
 from .callbacks.probe_contract import ProbeContractError
 from .callbacks.throughput import ThroughputConfigError
@@ -53,6 +53,7 @@ class LightningPeftCLI(LightningCLI):
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
         parser.link_arguments("data", "model.init_args.label_names", compute_fn=_label_names, apply_on="instantiate")
         parser.add_lightning_class_args(RunSummary, "summary")
+        parser.add_lightning_class_args(CpuAllocatorCache, "cpu_allocator")
         parser.add_argument(
             "--test_before_fit", type=bool, default=False,
             help="Run the test set once before training (e.g. a zero-shot baseline), recorded in metrics.json.",

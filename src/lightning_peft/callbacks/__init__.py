@@ -1,10 +1,11 @@
 """Callbacks that work with any LightningModule (they never import our modules)."""
 
 from .conjugate import ConjugatePromptEval
+from .cpu_allocator import CpuAllocatorCache
 from .dual_lr import DualLRSchedule, GroupSchedule
 from .forgetting import ForgettingProbe
 from .half_finetuning import HalfFineTuning
 from .run_summary import RunSummary
 from .throughput import Throughput
 
-__all__ = ["ConjugatePromptEval", "DualLRSchedule", "GroupSchedule", "ForgettingProbe", "HalfFineTuning", "RunSummary", "Throughput"]
+__all__ = ["ConjugatePromptEval", "CpuAllocatorCache", "DualLRSchedule", "GroupSchedule", "ForgettingProbe", "HalfFineTuning", "RunSummary", "Throughput"]
