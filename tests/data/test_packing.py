@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+import lightning_peft.attention  # noqa: F401  (registers packed_sdpa with transformers)
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.packing import PackingCollator, TokenBudgetBatchSampler
 from lightning_peft.data.sft import SFTData
@@ -59,7 +60,7 @@ def test_collator_restarts_positions_and_masks_prompts_and_boundaries():
     assert batch["labels"].tolist() == [[-100, -100, 7, 8, -100, 10]]
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "packed_sdpa"])
 def test_packed_loss_and_logits_equal_padded(tiny_llama, data_cache, tokenizer, dialog_file, attention):
     padded, packed = _padded_and_packed(dialog_file, tokenizer, 0)
     lengths = padded["attention_mask"].sum(1)

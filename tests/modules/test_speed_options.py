@@ -1,4 +1,4 @@
-"""Speed switches of FineTuneModule change nothing but speed: gradient checkpointing and torch.compile with LoRA."""
+"""Speed switches of FineTuneModule change nothing but speed: gradient checkpointing, torch.compile, attention kernels."""
 
 import lightning as L
 import pytest
@@ -88,3 +88,15 @@ def test_unknown_attention_kernel_is_refused_before_loading():
 
     with pytest.raises(MethodConfigError, match="attn_implementation='flash2' is not an attention kernel"):
         LoraModule(backbone="tiny-llama", task=CausalLMSFT(), method=Lora(), attn_implementation="flash2")
+
+
+@pytest.mark.parametrize("packing, chosen, expected", [(True, None, "packed_sdpa"), (False, None, "sdpa"),
+                                                       (True, "eager", "eager")])
+def test_packed_data_gets_per_example_attention_unless_a_kernel_is_set(packing, chosen, expected):
+    module = LoraModule(backbone="tiny-llama", task=CausalLMSFT(), method=Lora(r=4, target_modules=["q_proj"]),
+                        attn_implementation=chosen)
+    data = SFTData("movie_dialog", tokenizer="tiny-llama", max_length=32, batch_size=4, max_train_examples=8,
+                   val_size=0, test_size=0, packing=packing)
+    L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, datamodule=data)
+    assert module.model.config._attn_implementation == expected

@@ -9,11 +9,12 @@ batch therefore equals the padded batch's token-weighted mean, while the compute
 (and on length imbalance within a batch) disappears. Same idea as `DataCollatorWithFlattening`
 ("Enhancing Training Efficiency Using Packing with Flash Attention", Kundu et al. 2024, arXiv:2407.09105).
 
-Cost: flash-attention (varlen) attends within each example only. With sdpa and eager attention,
-`transformers` materialises the row's `[T, T]` block-diagonal mask and attends over the whole row,
-so attention work grows with the square of the row length T: packing pays when attention is a small
-share of a step (short examples, as in most SFT sets on a CPU); for long examples keep rows short
-with `max_tokens_per_batch` or prefer length bucketing.
+Cost: flash-attention (varlen) attends within each example only, and so does `packed_sdpa`
+(`lightning_peft.attention`: PyTorch's sdpa run per example), which lightning-peft's modules pick
+for packed data. With transformers' own sdpa and eager attention, the row's `[T, T]` block-diagonal
+mask is materialised and the whole row attended, so attention work grows with the square of the row
+length T: there packing pays when attention is a small share of a step (short examples); for long
+examples keep rows short with `max_tokens_per_batch` or prefer length bucketing.
 
 Counting tokens: a packed batch has no `attention_mask` and no padding, so its number of real
 tokens is `batch["input_ids"].numel()` (with padding it is `batch["attention_mask"].sum()`).

@@ -16,11 +16,12 @@ from torch import nn
 
 from .. import checkpoint, zoo
 from .. import quantization as quant
+from ..attention import PACKED_SDPA
 from ..methods import Adapted, Method, MethodConfigError
 from ..tasks import Task
 
 
-ATTENTION_KERNELS = frozenset({"eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"})
+ATTENTION_KERNELS = frozenset({"eager", "sdpa", PACKED_SDPA, "flash_attention_2", "flash_attention_3", "flex_attention"})
 
 
 @runtime_checkable
@@ -52,9 +53,11 @@ class FineTuneModule(L.LightningModule):
         compile: Compile the adapted model with `torch.compile` (in place, so parameter names and
             checkpoints are unchanged); the first steps are slow while it compiles.
         attn_implementation: The backbone's attention kernel, passed to `from_pretrained`: "sdpa",
-            "eager", "flash_attention_2" (CUDA, needs the flash-attn package; packed batches then
-            attend per example without a mask), "flex_attention", or a hub kernel ("org/repo").
-            Default: the transformers default for the model (sdpa where supported).
+            "eager", "packed_sdpa" (sdpa per example of a packed row; `lightning_peft.attention`),
+            "flash_attention_2" (CUDA, needs the flash-attn package; packed batches then attend per
+            example too), "flex_attention", or a hub kernel ("org/repo"). Default: "packed_sdpa"
+            when the data module packs (`packing: true`), else the transformers default for the
+            model (sdpa where supported).
     """
 
     def __init__(
@@ -116,7 +119,10 @@ class FineTuneModule(L.LightningModule):
         if self.model is not None:
             return
         quant.check_available(self.quantization)
-        attention = {} if self.attn_implementation is None else {"attn_implementation": self.attn_implementation}
+        kernel = self.attn_implementation
+        if kernel is None and getattr(getattr(self._trainer, "datamodule", None), "packing", False):
+            kernel = PACKED_SDPA  # packed rows: attend per example, not over the whole row
+        attention = {} if kernel is None else {"attn_implementation": kernel}
         base = self.task.auto_class().from_pretrained(
             zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization), **attention
         )

@@ -1,0 +1,71 @@
+"""`packed_sdpa`: PyTorch's scaled-dot-product attention that attends per example in a packed row.
+
+A packed SFT batch (`SFTData(packing=True)`) is one row holding several examples back to back, with
+`position_ids` restarting at 0 for each and no attention mask. Under "sdpa", transformers turns the
+restarts into a block-diagonal causal mask over the whole row and attends over all of it: a row of
+T tokens costs T^2 scores however short its examples are, and the masked kernel path is slower
+than the causal one. flash-attention's varlen kernel (`flash_attention_2`, CUDA) attends per example
+instead; this is the same for any device with PyTorch's own kernel.
+
+`packed_sdpa` splits a packed row at its position restarts and runs sdpa with `is_causal` on each
+example (examples' lengths squared instead of the row's), when the row's mask is exactly the one the
+restarts imply. Everything else (padded batches, batches of several rows, a mask of the user's,
+generation with a cache) goes to transformers' "sdpa" unchanged, with the same mask. Registered with transformers' `AttentionInterface` (and its mask interface, as "sdpa") when
+this module is imported; pass `attn_implementation="packed_sdpa"` to `from_pretrained`, or let
+`FineTuneModule` choose it for packed data.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+PACKED_SDPA = "packed_sdpa"
+
+
+def example_bounds(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, int]] | None:
+    """(start, end) of each example of a single packed row (positions restart where they do not count up by 1).
+
+    None when there is nothing to split: no position ids, several rows, or one example.
+    """
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[0] != 1 or position_ids.shape[1] != length:
+        return None
+    positions = position_ids[0]
+    starts = (positions[1:] != positions[:-1] + 1).nonzero().flatten().add(1).tolist()
+    if not starts:
+        return None
+    edges = [0, *starts, length]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _only_masks_across_examples(attention_mask: torch.Tensor | None, bounds: list[tuple[int, int]]) -> bool:
+    """Whether the mask (if any) is the row's block-diagonal causal mask, the one transformers builds from the restarts."""
+    if attention_mask is None:
+        return True
+    length = bounds[-1][1]
+    if attention_mask.dtype != torch.bool or attention_mask.shape != (1, 1, length, length):
+        return False
+    expected = torch.zeros(length, length, dtype=torch.bool, device=attention_mask.device)
+    for start, end in bounds:
+        expected[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool,
+                                                    device=attention_mask.device).tril()
+    return torch.equal(attention_mask[0, 0], expected)
+
+
+def packed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers attention function: sdpa per example of a packed row, transformers' sdpa otherwise."""
+    bounds = example_bounds(kwargs.get("position_ids"), query.shape[2]) if key.shape[2] == query.shape[2] else None
+    if bounds is None or not _only_masks_across_examples(attention_mask, bounds):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    # split, not slices: the backward of a split is one concatenation, that of each slice a zero-filled full-size copy
+    lengths = [end - start for start, end in bounds]
+    outputs = [sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
+               for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))]
+    return torch.cat(outputs, dim=1), None
+
+
+AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
