@@ -25,10 +25,14 @@ Lee news corpus (16-640 words) into examples of up to 1,024 tokens.
 Variants of our arm (`--variants`, features joined by "+"): `plain` (no bucketing, no packing: the
 equal-settings row, with lightning-peft's defaults), `packing`, `bucketing`, `chunked` (chunked
 cross-entropy), `compile`, `grad_ckpt`, `peft_dropout` (peft's own nn.Dropout instead of our default
-`Lora(compact_dropout=True)`, which keeps shared inputs and 1-byte masks: same numbers, less memory), and `tricks` =
-packing+chunked on a CPU and bucketing+chunked on a GPU (sdpa attends over a whole packed row; see
-`features_of`). The peer
-runs `--peer-variants` (default `plain`). Ratios are against the peer's plain run and our plain run.
+`Lora(compact_dropout=True)`, which keeps shared inputs and 1-byte masks: same numbers, less memory),
+`no_allocator_cache` (glibc's default allocator settings instead of `lightning-peft fit`'s
+`CpuAllocatorCache`, which keeps freed memory in the process between CPU steps), `sdpa`
+(transformers' sdpa, which attends over a whole packed row, instead of the `packed_sdpa` that
+lightning-peft picks for packed data), and `tricks` = packing+chunked on a CPU and
+bucketing+chunked on a GPU (see `features_of`). The peer runs `--peer-variants` (default `plain`);
+`--keep-freed-memory` gives both arms' processes the allocator settings of `CpuAllocatorCache`
+through the environment. Ratios are against the peer's plain run and our plain run.
 Results: benchmarks/results/throughput.json (one section per device), and a printed table.
 """
 
@@ -51,7 +55,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
-FEATURES = ("packing", "bucketing", "chunked", "compile", "grad_ckpt", "peft_dropout")
+FEATURES = ("packing", "bucketing", "chunked", "compile", "grad_ckpt", "peft_dropout", "no_allocator_cache", "sdpa")
 TREC_TEMPLATE = "Question: {text}\nAnswer type:"
 # ~0.5B and ~1B Llama shapes (SmolLM2's 49,152-token vocabulary, tied embeddings, 64-wide heads).
 GPU_MODELS = {
@@ -148,9 +152,8 @@ def features_of(variant: str, device: str) -> list[str]:
     if variant == "plain":
         return []
     if variant == "tricks":
-        # Packing pays where attention is cheap next to the MLPs (short rows, CPU). With sdpa, transformers
-        # materialises the packed row's block-diagonal mask and attends over the whole row, so for long
-        # examples on a GPU (attention a large share) bucketing is the better trick without flash-attention.
+        # On a CPU packed rows attend per example (packed_sdpa). It splits each row on the host, one device
+        # sync per layer on a GPU, where bucketing is the better trick without flash-attention's varlen kernel.
         return ["packing" if device == "cpu" else "bucketing", "chunked"]
     features = variant.split("+")
     unknown = sorted(set(features) - set(FEATURES))
@@ -173,6 +176,7 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
     return {
         "seed_everything": spec["seed"],
         "test_after_fit": False,
+        "cpu_allocator": {"enabled": "no_allocator_cache" not in features},
         "trainer": {"accelerator": spec["device"], "devices": 1,
                     "precision": "bf16-mixed" if spec["precision"] == "bf16" else "32-true",
                     "max_steps": spec["steps"], "gradient_clip_val": spec["max_grad_norm"], "logger": False,
@@ -191,6 +195,8 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
                                         "weight_decay": optimizer["weight_decay"], "fused": True}},
             "gradient_checkpointing": "grad_ckpt" in features,
             "compile": "compile" in features,
+            # packed data otherwise gets packed_sdpa (per-example attention), lightning-peft's default
+            "attn_implementation": "sdpa" if "sdpa" in features else None,
         }},
         "data": {"class_path": "lightning_peft.data.SFTData", "init_args": data},
     }
@@ -198,7 +204,7 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
 
 # glibc malloc settings that keep freed memory in the process instead of unmapping it and faulting it
 # in again on the next step (see docs/performance.md): no mmap for large blocks, no trimming of the heap.
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
 
 
 def _environment(threads: int | None, keep_freed_memory: bool = False) -> dict:
@@ -330,8 +336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, help="OMP/MKL threads per run (default: torch's choice)")
     parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="run both arms with glibc malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, "
-                             "MALLOC_TRIM_THRESHOLD_): no page faults from memory returned and re-taken every step")
+                        help="run both arms with glibc malloc keeping freed memory (MALLOC_MMAP_MAX_=0, "
+                             "MALLOC_TRIM_THRESHOLD_=-1): no page faults from memory returned and re-taken every step")
     parser.add_argument("--no-throughput-callback", action="store_true",
                         help="do not attach lightning-peft's Throughput callback to our arm (it reads token counts every step)")
     parser.add_argument("--output", default=str(RESULTS), help="JSON file; the device's section is replaced")

@@ -10,9 +10,12 @@ instead; this is the same for any device with PyTorch's own kernel.
 `packed_sdpa` splits a packed row at its position restarts and runs sdpa with `is_causal` on each
 example (examples' lengths squared instead of the row's), when the row's mask is exactly the one the
 restarts imply. Everything else (padded batches, batches of several rows, a mask of the user's,
-generation with a cache) goes to transformers' "sdpa" unchanged, with the same mask. Registered with transformers' `AttentionInterface` (and its mask interface, as "sdpa") when
-this module is imported; pass `attn_implementation="packed_sdpa"` to `from_pretrained`, or let
-`FineTuneModule` choose it for packed data.
+generation with a cache) goes to transformers' "sdpa" unchanged, with the same mask.
+
+Importing this module registers it with transformers' `AttentionInterface` (and, as "sdpa", with its
+mask interface); then pass `attn_implementation="packed_sdpa"` to `from_pretrained`, or let
+`FineTuneModule` choose it for packed data. Splitting a row reads its boundaries on the host: on a
+GPU that is a device sync per layer, and flash-attention's varlen kernel is the better choice there.
 """
 
 from __future__ import annotations

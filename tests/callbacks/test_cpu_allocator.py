@@ -126,7 +126,7 @@ def test_disabled_changes_nothing(recorder):
 def test_without_glibc_it_says_so_once_and_changes_nothing(monkeypatch):
     monkeypatch.setattr(cpu_allocator, "_glibc", lambda: None)
     callback = CpuAllocatorCache()
-    with pytest.warns(UserWarning, match="not glibc"):
+    with pytest.warns(UserWarning, match="not glibc or refused"):
         callback.setup(_trainer("cpu"), None, "fit")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

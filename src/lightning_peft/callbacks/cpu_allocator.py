@@ -5,15 +5,14 @@ gradients. On Linux, glibc's `malloc` hands a freed block back to the kernel whe
 its own (blocks above the mmap threshold: 128 KiB, rising with use to at most 32 MiB) or when the
 free top of the heap grows past the trim threshold. The next step asks again, and the kernel
 zero-fills and maps every 4 KiB page on first touch: a minor page fault each. With SmolLM2-135M,
-LoRA and batches of 8 that is 250,000-900,000 faults in 8 steps and 6-20% of the wall time
-(`docs/performance.md`); the memory-bound operators that write fresh buffers (`mul`, `add`,
-`fill_`, `silu`) pay it.
+LoRA and batches of 8 that is 340,000-880,000 faults in 8 steps (`docs/performance.md`), paid by
+the kernel and by the memory-bound operators that write fresh buffers (`mul`, `add`, `fill_`, `silu`).
 
 `CpuAllocatorCache` does on a CPU what PyTorch's caching allocator does on a GPU: while a stage
 runs on a CPU it tells glibc to keep freed memory (no separately mapped blocks, no trimming), so
-later steps reuse it. The peak stays that of the largest step, as before; what changes is that the
-memory is not returned between steps. When the stage ends it returns the free memory to the
-kernel (`malloc_trim`) and restores glibc's default settings.
+later steps reuse it. The memory is not returned between steps, and the peak can rise a little
+(3-4% in the benchmark) because a reused heap fragments. When the stage ends it returns the free
+memory to the kernel (`malloc_trim`) and restores glibc's default settings.
 
 Only glibc (Linux) has these controls; elsewhere the callback warns once and changes nothing.
 The same is possible for a whole process with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1` or
@@ -79,9 +78,9 @@ class CpuAllocatorCache(L.Callback):
             return
         self.active = keep_freed_memory()
         if not self.active:
-            rank_zero_warn("CpuAllocatorCache: this C library is not glibc (no mallopt), so freed CPU memory is "
-                           "returned to the system as usual; drop the callback (lightning-peft fit: cpu_allocator.enabled false) "
-                           "to silence this.")
+            rank_zero_warn("CpuAllocatorCache: this C library is not glibc or refused its mallopt settings, so freed "
+                           "CPU memory is returned to the system as usual; drop the callback (lightning-peft fit: "
+                           "--cpu_allocator.enabled false) to silence this.")
             self.enabled = False
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
