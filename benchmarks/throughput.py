@@ -53,6 +53,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from lightning_peft.callbacks.cpu_allocator import KEEP_FREED_ENV
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
 FEATURES = ("packing", "bucketing", "chunked", "compile", "grad_ckpt", "peft_dropout", "no_allocator_cache", "sdpa")
@@ -202,9 +204,6 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
     }
 
 
-# glibc malloc settings that keep freed memory in the process instead of unmapping it and faulting it
-# in again on the next step (see docs/performance.md): no mmap for large blocks, no trimming of the heap.
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
 
 
 def _environment(threads: int | None, keep_freed_memory: bool = False) -> dict:
@@ -213,7 +212,7 @@ def _environment(threads: int | None, keep_freed_memory: bool = False) -> dict:
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if keep_freed_memory:
-        env.update(KEEP_FREED_MEMORY)
+        env.update(KEEP_FREED_ENV)  # CpuAllocatorCache's settings, for both arms (ours then leaves them)
     return env
 
 
@@ -337,7 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="OMP/MKL threads per run (default: torch's choice)")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="run both arms with glibc malloc keeping freed memory (MALLOC_MMAP_MAX_=0, "
-                             "MALLOC_TRIM_THRESHOLD_=-1): no page faults from memory returned and re-taken every step")
+                             "MALLOC_TRIM_THRESHOLD_=-1, CpuAllocatorCache's settings): the allocator out of the comparison")
     parser.add_argument("--no-throughput-callback", action="store_true",
                         help="do not attach lightning-peft's Throughput callback to our arm (it reads token counts every step)")
     parser.add_argument("--output", default=str(RESULTS), help="JSON file; the device's section is replaced")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lightning_peft import zoo
+from lightning_peft import attention, zoo
 from lightning_peft.attention import PACKED_SDPA, example_bounds
 
 LENGTHS = [7, 1, 12, 5, 9]  # a one-token example included
@@ -31,6 +31,28 @@ def test_example_bounds_split_where_positions_restart():
     assert example_bounds(torch.tensor([[0, 1, 2, 3]]), 4) is None  # one example: nothing to split
     assert example_bounds(torch.tensor([[0, 1, 0], [0, 1, 2]]), 3) is None  # several rows: sdpa with its mask
     assert example_bounds(None, 3) is None
+
+
+@pytest.fixture
+def sdpa_calls(monkeypatch):
+    """(query length, mask given) of every call packed_sdpa makes to transformers' sdpa."""
+    calls, sdpa = [], attention.sdpa_attention_forward
+
+    def spy(module, query, key, value, attention_mask, **kwargs):
+        calls.append((query.shape[2], attention_mask is not None))
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setattr(attention, "sdpa_attention_forward", spy)
+    return calls
+
+
+def test_packed_row_attends_per_example_without_a_mask(tiny_llama_path, sdpa_calls):
+    model = _model(tiny_llama_path, PACKED_SDPA).eval()
+    ids, positions = _packed_row()
+    with torch.no_grad():
+        model(input_ids=ids, position_ids=positions, use_cache=False)
+    layers = model.config.num_hidden_layers
+    assert sdpa_calls == [(length, False) for length in LENGTHS] * layers
 
 
 def test_packed_row_gives_each_example_its_logits_alone(tiny_llama_path):
@@ -60,14 +82,17 @@ def test_packed_row_loss_and_gradients_equal_sdpa_with_the_block_mask(tiny_llama
         torch.testing.assert_close(packed_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_padded_batches_and_own_masks_are_plain_sdpa(tiny_llama_path):
+def test_padded_batches_and_own_masks_are_plain_sdpa(tiny_llama_path, sdpa_calls):
     sdpa, packed = _model(tiny_llama_path, "sdpa").eval(), _model(tiny_llama_path, PACKED_SDPA).eval()
     ids = torch.randint(5, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
-    # restarting positions with an attention mask of the user's: transformers does not treat the row as packed
-    positions, own_mask = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4]]), torch.tensor([[1, 1, 1, 1, 1, 1, 0, 1, 1]])
+    # Restarting positions with an attention mask of the user's (one with a hole, one all ones): transformers
+    # does not treat the row as packed, so neither does packed_sdpa.
+    positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4]])
     with torch.no_grad():
         for inputs in ({"input_ids": ids, "attention_mask": mask},
-                       {"input_ids": ids[:1], "position_ids": positions, "attention_mask": own_mask}):
+                       {"input_ids": ids[:1], "position_ids": positions, "attention_mask": torch.tensor([[1] * 6 + [0] + [1] * 2])},
+                       {"input_ids": ids[:1], "position_ids": positions, "attention_mask": torch.ones(1, 9, dtype=torch.long)}):
             assert torch.equal(packed(**inputs, use_cache=False).logits, sdpa(**inputs, use_cache=False).logits)
+    assert {length for length, _ in sdpa_calls} == {9}  # never split

@@ -8,9 +8,10 @@ than the causal one. flash-attention's varlen kernel (`flash_attention_2`, CUDA)
 instead; this is the same for any device with PyTorch's own kernel.
 
 `packed_sdpa` splits a packed row at its position restarts and runs sdpa with `is_causal` on each
-example (examples' lengths squared instead of the row's), when the row's mask is exactly the one the
-restarts imply. Everything else (padded batches, batches of several rows, a mask of the user's,
-generation with a cache) goes to transformers' "sdpa" unchanged, with the same mask.
+example (examples' lengths squared instead of the row's), when the row's mask is exactly the one
+transformers builds from the restarts. Everything else (padded batches, batches of several rows, a
+mask of the user's, a cache, `torch.compile` tracing) goes to transformers' "sdpa" unchanged, with
+the same mask.
 
 Importing this module registers it with transformers' `AttentionInterface` (and, as "sdpa", with its
 mask interface); then pass `attn_implementation="packed_sdpa"` to `from_pretrained`, or let
@@ -19,6 +20,8 @@ GPU that is a device sync per layer, and flash-attention's varlen kernel is the 
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from transformers import AttentionInterface
@@ -43,25 +46,44 @@ def example_bounds(position_ids: torch.Tensor | None, length: int) -> list[tuple
     return list(zip(edges[:-1], edges[1:]))
 
 
-def _only_masks_across_examples(attention_mask: torch.Tensor | None, bounds: list[tuple[int, int]]) -> bool:
-    """Whether the mask (if any) is the row's block-diagonal causal mask, the one transformers builds from the restarts."""
-    if attention_mask is None:
-        return True
-    length = bounds[-1][1]
-    if attention_mask.dtype != torch.bool or attention_mask.shape != (1, 1, length, length):
-        return False
-    expected = torch.zeros(length, length, dtype=torch.bool, device=attention_mask.device)
+def _block_causal(bounds: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """The row's block-diagonal causal mask (True: attend), as transformers builds it from the restarts."""
+    mask = torch.zeros(bounds[-1][1], bounds[-1][1], dtype=torch.bool, device=device)
     for start, end in bounds:
-        expected[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool,
-                                                    device=attention_mask.device).tril()
-    return torch.equal(attention_mask[0, 0], expected)
+        mask[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool, device=device).tril()
+    return mask
+
+
+# Every layer of a forward receives the same mask object: check it once.
+_checked: tuple[weakref.ref, tuple, bool] | None = None
+
+
+def _is_packing_mask(attention_mask: torch.Tensor | None, bounds: list[tuple[int, int]]) -> bool:
+    """Whether the mask is the one transformers builds for a packed row (and no mask of the user's is in it).
+
+    transformers builds it only when no attention mask was passed; a mask of None means the caller's
+    mask, or a cache, made it skip packed-sequence detection: then the row attends as a whole.
+    """
+    global _checked
+    if attention_mask is None or attention_mask.dtype != torch.bool or attention_mask.dim() != 4:
+        return False
+    key = tuple(bounds)
+    if _checked is not None and _checked[0]() is attention_mask and _checked[1] == key:
+        return _checked[2]
+    length = bounds[-1][1]
+    result = attention_mask.shape == (1, 1, length, length) and torch.equal(attention_mask[0, 0],
+                                                                             _block_causal(bounds, attention_mask.device))
+    _checked = (weakref.ref(attention_mask), key, result)
+    return result
 
 
 def packed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                           attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers attention function: sdpa per example of a packed row, transformers' sdpa otherwise."""
-    bounds = example_bounds(kwargs.get("position_ids"), query.shape[2]) if key.shape[2] == query.shape[2] else None
-    if bounds is None or not _only_masks_across_examples(attention_mask, bounds):
+    bounds = None
+    if query.shape[0] == 1 and key.shape[2] == query.shape[2] and not torch.compiler.is_compiling():
+        bounds = example_bounds(kwargs.get("position_ids"), query.shape[2])
+    if bounds is None or not _is_packing_mask(attention_mask, bounds):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     # split, not slices: the backward of a split is one concatenation, that of each slice a zero-filled full-size copy
     lengths = [end - start for start, end in bounds]

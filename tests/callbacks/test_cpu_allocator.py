@@ -13,6 +13,7 @@ import textwrap
 import warnings
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 
@@ -114,6 +115,46 @@ def test_applies_from_setup_to_teardown_on_cpu_only(recorder):
     callback.teardown(_trainer("cpu"), None, "fit")
     callback.teardown(_trainer("cpu"), None, "fit")
     assert recorder.calls == ["keep", "release"]
+
+
+def test_a_failed_stage_gives_the_memory_back(recorder):
+    callback = CpuAllocatorCache()
+    callback.setup(_trainer("cpu"), None, "fit")
+    callback.on_exception(_trainer("cpu"), None, RuntimeError("step failed"))  # Lightning skips teardown then
+    assert recorder.calls == ["keep", "release"]
+
+
+def test_failing_fit_releases_through_lightning(recorder, tmp_path):
+    class Failing(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def training_step(self, batch, batch_idx):
+            raise RuntimeError("step failed")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.zeros(2, 1))
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[CpuAllocatorCache()])
+    with pytest.raises(RuntimeError, match="step failed"):
+        trainer.fit(Failing())
+    assert recorder.calls == ["keep", "release"]
+
+
+def test_malloc_settings_from_the_environment_are_left_alone(recorder, monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # a malloc setting the callback does not touch
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "-1")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
+    callback = CpuAllocatorCache()
+    callback.setup(_trainer("cpu"), None, "fit")
+    callback.teardown(_trainer("cpu"), None, "fit")
+    assert recorder.calls == [] and cpu_allocator.malloc_set_by_environment() == ["GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_"]
 
 
 def test_disabled_changes_nothing(recorder):

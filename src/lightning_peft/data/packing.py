@@ -10,7 +10,7 @@ batch therefore equals the padded batch's token-weighted mean, while the compute
 ("Enhancing Training Efficiency Using Packing with Flash Attention", Kundu et al. 2024, arXiv:2407.09105).
 
 Cost: flash-attention (varlen) attends within each example only, and so does `packed_sdpa`
-(`lightning_peft.attention`: PyTorch's sdpa run per example), which lightning-peft's modules pick
+(`lightning_peft.attention`: PyTorch's sdpa run per example), which lightning-peft's modules pick on a CPU
 for packed data. With transformers' own sdpa and eager attention, the row's `[T, T]` block-diagonal
 mask is materialised and the whole row attended, so attention work grows with the square of the row
 length T: there packing pays when attention is a small share of a step (short examples); for long

@@ -44,7 +44,7 @@ class SFTData(TokenizedDataModule):
         packing: Concatenate each batch's examples into one row without padding (position ids restart per
             example; attention and loss never cross examples). Needs a model whose attention honours packed
             position ids (transformers >= 4.53 decoder-only models with sdpa, eager, flex or flash attention);
-            with sdpa/eager a row's attention costs its length squared, so lightning-peft's modules then pick
+            with sdpa/eager a row's attention costs its length squared, so on a CPU lightning-peft's modules pick
             "packed_sdpa", which attends per example (see lightning_peft.attention).
         max_tokens_per_batch: With packing, fill each training batch up to this many tokens instead of taking
             batch_size examples (at least max_length); null keeps batch_size examples per batch.

@@ -56,8 +56,8 @@ class FineTuneModule(L.LightningModule):
             "eager", "packed_sdpa" (sdpa per example of a packed row; `lightning_peft.attention`),
             "flash_attention_2" (CUDA, needs the flash-attn package; packed batches then attend per
             example too), "flex_attention", or a hub kernel ("org/repo"). Default: "packed_sdpa"
-            when the data module packs (`packing: true`), else the transformers default for the
-            model (sdpa where supported).
+            when the data module packs (`packing: true`) on a CPU, else the transformers default
+            for the model (sdpa where supported).
     """
 
     def __init__(
@@ -120,7 +120,7 @@ class FineTuneModule(L.LightningModule):
             return
         quant.check_available(self.quantization)
         kernel = self.attn_implementation
-        if kernel is None and getattr(getattr(self._trainer, "datamodule", None), "packing", False):
+        if kernel is None and self._packs_on_cpu():
             kernel = PACKED_SDPA  # packed rows: attend per example, not over the whole row
         attention = {} if kernel is None else {"attn_implementation": kernel}
         base = self.task.auto_class().from_pretrained(
@@ -143,6 +143,11 @@ class FineTuneModule(L.LightningModule):
             self.model.enable_input_require_grads()
         if self.compile_model:
             self.model.compile()
+
+    def _packs_on_cpu(self) -> bool:
+        trainer = self._trainer
+        return (trainer is not None and trainer.strategy.root_device.type == "cpu"
+                and bool(getattr(trainer.datamodule, "packing", False)))
 
     def adapt(self, base: nn.Module) -> Adapted:
         """Apply the method; family modules override this to add what their procedure needs."""
