@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lightning_peft import attention, zoo
-from lightning_peft.attention import PACKED_SDPA, example_bounds
+from lightning_peft.attention import PACKED_SDPA, example_lengths
 
 LENGTHS = [7, 1, 12, 5, 9]  # a one-token example included
 
@@ -26,11 +26,11 @@ def _packed_row():
     return ids, positions
 
 
-def test_example_bounds_split_where_positions_restart():
-    assert example_bounds(torch.tensor([[0, 1, 2, 0, 1, 0]]), 6) == [(0, 3), (3, 5), (5, 6)]
-    assert example_bounds(torch.tensor([[0, 1, 2, 3]]), 4) is None  # one example: nothing to split
-    assert example_bounds(torch.tensor([[0, 1, 0], [0, 1, 2]]), 3) is None  # several rows: sdpa with its mask
-    assert example_bounds(None, 3) is None
+def test_example_lengths_split_where_positions_restart():
+    assert example_lengths(torch.tensor([[0, 1, 2, 0, 1, 0]]), 6) == [3, 2, 1]
+    assert example_lengths(torch.tensor([[0, 1, 2, 3]]), 4) is None  # one example: nothing to split
+    assert example_lengths(torch.tensor([[0, 1, 0], [0, 1, 2]]), 3) is None  # several rows: sdpa with its mask
+    assert example_lengths(None, 3) is None
 
 
 @pytest.fixture

@@ -26,67 +26,53 @@ import weakref
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, find_packed_sequence_indices, sdpa_mask
 
 PACKED_SDPA = "packed_sdpa"
 
 
-def example_bounds(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, int]] | None:
-    """(start, end) of each example of a single packed row (positions restart where they do not count up by 1).
+def example_lengths(position_ids: torch.Tensor | None, length: int) -> list[int] | None:
+    """Lengths of the examples of a single packed row, cut where transformers cuts it (positions not counting up by 1).
 
     None when there is nothing to split: no position ids, several rows, or one example.
     """
-    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[0] != 1 or position_ids.shape[1] != length:
+    if position_ids is None or position_ids.shape != (1, length):
         return None
-    positions = position_ids[0]
-    starts = (positions[1:] != positions[:-1] + 1).nonzero().flatten().add(1).tolist()
-    if not starts:
-        return None
-    edges = [0, *starts, length]
-    return list(zip(edges[:-1], edges[1:]))
-
-
-def _block_causal(bounds: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
-    """The row's block-diagonal causal mask (True: attend), as transformers builds it from the restarts."""
-    mask = torch.zeros(bounds[-1][1], bounds[-1][1], dtype=torch.bool, device=device)
-    for start, end in bounds:
-        mask[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool, device=device).tril()
-    return mask
+    example = find_packed_sequence_indices(position_ids)  # e.g. [[0, 0, 0, 1, 1, 2]]; None for one example
+    return None if example is None else torch.bincount(example[0]).tolist()
 
 
 # Every layer of a forward receives the same mask object: check it once.
-_checked: tuple[weakref.ref, tuple, bool] | None = None
+_checked: tuple[weakref.ref, tuple[int, ...], bool] | None = None
 
 
-def _is_packing_mask(attention_mask: torch.Tensor | None, bounds: list[tuple[int, int]]) -> bool:
-    """Whether the mask is the one transformers builds for a packed row (and no mask of the user's is in it).
+def _is_packing_mask(attention_mask: torch.Tensor | None, lengths: list[int]) -> bool:
+    """Whether the mask is the block-diagonal causal one transformers builds for a packed row, and nothing else.
 
     transformers builds it only when no attention mask was passed; a mask of None means the caller's
     mask, or a cache, made it skip packed-sequence detection: then the row attends as a whole.
     """
     global _checked
-    if attention_mask is None or attention_mask.dtype != torch.bool or attention_mask.dim() != 4:
+    if attention_mask is None or attention_mask.dtype != torch.bool or attention_mask.shape != (1, 1, sum(lengths), sum(lengths)):
         return False
-    key = tuple(bounds)
-    if _checked is not None and _checked[0]() is attention_mask and _checked[1] == key:
-        return _checked[2]
-    length = bounds[-1][1]
-    result = attention_mask.shape == (1, 1, length, length) and torch.equal(attention_mask[0, 0],
-                                                                             _block_causal(bounds, attention_mask.device))
-    _checked = (weakref.ref(attention_mask), key, result)
-    return result
+    key = tuple(lengths)
+    if _checked is None or _checked[0]() is not attention_mask or _checked[1] != key:
+        device = attention_mask.device
+        example = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device))
+        expected = (example[:, None] == example[None, :]).tril()
+        _checked = (weakref.ref(attention_mask), key, torch.equal(attention_mask[0, 0], expected))
+    return _checked[2]
 
 
 def packed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                           attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers attention function: sdpa per example of a packed row, transformers' sdpa otherwise."""
-    bounds = None
+    lengths = None
     if query.shape[0] == 1 and key.shape[2] == query.shape[2] and not torch.compiler.is_compiling():
-        bounds = example_bounds(kwargs.get("position_ids"), query.shape[2])
-    if bounds is None or not _is_packing_mask(attention_mask, bounds):
+        lengths = example_lengths(kwargs.get("position_ids"), query.shape[2])
+    if lengths is None or not _is_packing_mask(attention_mask, lengths):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     # split, not slices: the backward of a split is one concatenation, that of each slice a zero-filled full-size copy
-    lengths = [end - start for start, end in bounds]
     outputs = [sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
                for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))]
     return torch.cat(outputs, dim=1), None

@@ -64,6 +64,7 @@ class TokenizedDataModule(LightningDataModule):
 
     accepted_kinds: tuple[str, ...] = ()
     collate_kind: str = ""
+    packing: bool = False  # batches are packed rows (SFTData may set it)
 
     def __init__(
         self,
@@ -181,6 +182,7 @@ class TokenizedDataModule(LightningDataModule):
             data.lengths(), self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.split_seed,
             # Without bucketing a 1-batch megabatch is a plain seeded shuffle that can still resume mid-epoch.
             megabatch_batches=50 if self.bucket_by_length else 1,
+            packed=self.packing,  # a packed batch's size is its summed lengths (which batch is largest)
         )
 
     def collator(self) -> Any:

@@ -94,9 +94,7 @@ class SFTData(TokenizedDataModule):
     def batch_sampler(self, data: Any, train: bool) -> Any:
         if train and self.max_tokens_per_batch is not None:
             return TokenBudgetBatchSampler(data.lengths(), self.max_tokens_per_batch, shuffle=True, seed=self.split_seed)
-        sampler = super().batch_sampler(data, train)
-        sampler.packed = self.packing  # the largest packed row, not the largest padded batch, goes first
-        return sampler
+        return super().batch_sampler(data, train)
 
     def prepare_records(self, records: list[Record]) -> list[Record]:
         return self.pair_records(records, (self.prompt_column, "prompt_column"), (self.response_column, "response_column"))
