@@ -158,6 +158,7 @@ class Throughput(L.Callback):
         self.precision: str | None = None
         self.params: tuple[int, int] = (0, 0)
         self._counted_flags: tuple[bool, ...] | None = None
+        self._parameters: list[nn.Parameter] = []
         self._shape: tuple[int, int] | None = None
         self._steps_seen = 0
         self._pending: dict[str, Any] | None = None  # the optimizer step in progress: its micro-batches
@@ -192,6 +193,8 @@ class Throughput(L.Callback):
             rank_zero_info("Throughput: no transformers config with layers and heads found; FLOPs leave out the "
                            "attention term (pass n_layers and attention_width to include it).")
         self._steps_seen, self._pending, self._counted_flags = 0, None, None
+        # Listed once: walking the module tree for them takes ~5 ms a step on a 135M LoRA model (2 CPU cores).
+        self._parameters = list(pl_module.parameters())
 
     # -- per step ---------------------------------------------------------------------------
 
@@ -225,7 +228,7 @@ class Throughput(L.Callback):
         tokens = sum(t for t, _ in micro)
         # Recounted when requires_grad changes (a callback may (un)freeze): the flags are cheap to read, the
         # count is not (~30 ms for a 135M LoRA model, which would show on a GPU step).
-        flags = tuple(p.requires_grad for p in pl_module.parameters())
+        flags = tuple(p.requires_grad for p in self._parameters)
         if flags != self._counted_flags:
             self.params, self._counted_flags = count_parameters(pl_module, self.include_embeddings), flags
         if self.flops_per_token is not None:
