@@ -31,6 +31,12 @@ from transformers.masking_utils import AttentionMaskInterface, find_packed_seque
 PACKED_SDPA = "packed_sdpa"
 
 
+def supports_packed_sdpa(model_class: type | None) -> bool:
+    """Whether a `transformers` model class can run `packed_sdpa`: it supports sdpa and reads its attention
+    function from `AttentionInterface` (transformers refuses any "*sdpa" kernel for a class without sdpa)."""
+    return bool(getattr(model_class, "_supports_sdpa", False) and getattr(model_class, "_supports_attention_backend", False))
+
+
 def example_lengths(position_ids: torch.Tensor | None, length: int) -> list[int] | None:
     """Lengths of the examples of a single packed row, cut where transformers cuts it (positions not counting up by 1).
 

@@ -13,10 +13,11 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from transformers import AutoConfig
 
 from .. import checkpoint, zoo
 from .. import quantization as quant
-from ..attention import PACKED_SDPA
+from ..attention import PACKED_SDPA, supports_packed_sdpa
 from ..methods import Adapted, Method, MethodConfigError
 from ..tasks import Task
 
@@ -56,8 +57,8 @@ class FineTuneModule(L.LightningModule):
             "eager", "packed_sdpa" (sdpa per example of a packed row; `lightning_peft.attention`),
             "flash_attention_2" (CUDA, needs the flash-attn package; packed batches then attend per
             example too), "flex_attention", or a hub kernel ("org/repo"). Default: "packed_sdpa"
-            when the data module packs (`packing: true`) on a CPU, else the transformers default
-            for the model (sdpa where supported).
+            when the data module packs (`packing: true`) on a CPU and the model supports sdpa, else
+            the transformers default for the model (sdpa where supported).
     """
 
     def __init__(
@@ -120,7 +121,7 @@ class FineTuneModule(L.LightningModule):
             return
         quant.check_available(self.quantization)
         kernel = self.attn_implementation
-        if kernel is None and self._packs_on_cpu():
+        if kernel is None and self._packs_on_cpu() and supports_packed_sdpa(self._model_class()):
             kernel = PACKED_SDPA  # packed rows: attend per example, not over the whole row
         attention = {} if kernel is None else {"attn_implementation": kernel}
         base = self.task.auto_class().from_pretrained(
@@ -143,6 +144,14 @@ class FineTuneModule(L.LightningModule):
             self.model.enable_input_require_grads()
         if self.compile_model:
             self.model.compile()
+
+    def _model_class(self) -> type | None:
+        """The class `from_pretrained` will build for the backbone (None for remote code or an unknown config)."""
+        config = AutoConfig.from_pretrained(zoo.resolve(self.backbone))
+        try:
+            return self.task.auto_class()._model_mapping[type(config)]
+        except KeyError:
+            return None
 
     def _packs_on_cpu(self) -> bool:
         trainer = self._trainer
