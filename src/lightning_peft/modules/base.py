@@ -146,7 +146,7 @@ class FineTuneModule(L.LightningModule):
             self.model.compile()
 
     def _model_class(self) -> type | None:
-        """The class `from_pretrained` will build for the backbone (None for remote code or an unknown config)."""
+        """The class `from_pretrained` will build for the backbone (None where the task's auto class maps no class to its config)."""
         config = AutoConfig.from_pretrained(zoo.resolve(self.backbone))
         try:
             return self.task.auto_class()._model_mapping[type(config)]
