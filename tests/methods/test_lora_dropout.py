@@ -1,6 +1,6 @@
 """Compact LoRA dropout: bitwise the numbers of nn.Dropout (outputs, gradients, RNG stream), less saved memory.
 
-`CompactDropout` keeps a bool mask; `DroppedLoraA` (dropout moved into LoRA's A) keeps the shared input and a mask.
+`CompactDropout` keeps a 1-byte mask; `DroppedLoraA` (dropout moved into LoRA's A) keeps the shared input and a mask.
 """
 
 import pytest
@@ -89,7 +89,7 @@ def test_dropout_inside_lora_a_keeps_the_shared_input_once_and_a_byte_mask_each(
             outputs = [adapter(x) for adapter in adapters]  # kept alive, as the graph keeps them until backward
         saved.append(sum(storages.values()))
         del outputs
-    # stock: per adapter its float noise and its dropped copy; fused: x once, plus a bool mask per adapter
+    # stock: per adapter its float noise and its dropped copy; fused: x once, plus a 1-byte mask per adapter
     assert saved == [3 * 2 * 64 * 96 * 4, 64 * 96 * 4 + 3 * 64 * 96]
 
 

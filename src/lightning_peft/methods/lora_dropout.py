@@ -5,16 +5,16 @@ every adapted layer. On a CPU, PyTorch's dropout is `x * noise` with a float `no
 size and dtype, and autograd keeps that noise for the backward pass: with dropout on every linear
 layer this is a second copy of every adapter's input, held until the backward pass reaches it.
 
-`CompactDropout` draws the same noise from the same generator (so outputs, gradients and the RNG
-stream are bitwise those of `nn.Dropout`), but keeps only which elements survived, as a bool
-tensor (1 byte per element instead of 4 in fp32), and rebuilds the scale in the backward pass. On
+`CompactDropout` draws the same Bernoulli samples from the same generator (so outputs, gradients and
+the RNG stream are bitwise those of `nn.Dropout`), but into bytes, keeps only those (1 byte per
+element instead of 4 in fp32), and rebuilds the scaled noise from them in the backward pass. On
 CUDA PyTorch's fused dropout already keeps a bool mask, so there it simply calls it.
 
 The dropped input itself is a second copy: `A`'s weight gradient needs `dropout(x)`, so autograd keeps
 it, one per adapter, although `q_proj`, `k_proj` and `v_proj` (and `gate_proj`, `up_proj`) all read
 the same `x`. For plain LoRA layers (peft computes `lora_B(lora_A(dropout(x)))`; DoRA and other
 variants use the dropped input elsewhere and keep `CompactDropout`), the dropout therefore moves into
-`lora_A` (`DroppedLoraA`): it keeps `x`, which the adapters reading it share, and its bool mask, and
+`lora_A` (`DroppedLoraA`): it keeps `x`, which the adapters reading it share, and its 1-byte mask, and
 rebuilds `dropout(x)` in the backward pass, bitwise as it was. The `lora_dropout` slot then holds a
 `DeferredDropout`, which passes its input through.
 """
@@ -26,31 +26,33 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _draw_noise(x: torch.Tensor, p: float) -> torch.Tensor:
-    # PyTorch's CPU dropout (aten::_dropout): noise ~ Bernoulli(1 - p), scaled by 1 / (1 - p).
-    return torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)
+def _draw_kept(x: torch.Tensor, p: float) -> torch.Tensor:
+    # PyTorch's CPU dropout (aten::_dropout) draws noise ~ Bernoulli(1 - p) into a tensor of x's dtype.
+    # Drawn into bytes instead: the same samples and generator state, and kept as they are for backward.
+    return torch.empty_like(x, dtype=torch.uint8).bernoulli_(1 - p)
 
 
-def _rebuild_noise(kept: torch.Tensor, dtype: torch.dtype, p: float) -> torch.Tensor:
+def _noise(kept: torch.Tensor, dtype: torch.dtype, p: float) -> torch.Tensor:
+    # aten::_dropout's noise, scaled by 1 / (1 - p) with the same op, so bitwise the same values.
     return kept.to(dtype).div_(1 - p)
 
 
 class _CompactDropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        noise = _draw_noise(x, p)
-        ctx.save_for_backward(noise != 0)
+        kept = _draw_kept(x, p)
+        ctx.save_for_backward(kept)
         ctx.p = p
-        return x * noise
+        return x * _noise(kept, x.dtype, p)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (kept,) = ctx.saved_tensors
-        return grad * _rebuild_noise(kept, grad.dtype, ctx.p), None
+        return grad * _noise(kept, grad.dtype, ctx.p), None
 
 
 class CompactDropout(nn.Dropout):
-    """`nn.Dropout` whose backward keeps a bool mask instead of the float noise (see the module docstring)."""
+    """`nn.Dropout` whose backward keeps a 1-byte mask instead of the float noise (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu" or not x.requires_grad:
@@ -59,19 +61,19 @@ class CompactDropout(nn.Dropout):
 
 
 class _DroppedLinearFunction(torch.autograd.Function):
-    """`linear(dropout(x), weight)` keeping `x` and a bool mask for backward, not the dropped copy."""
+    """`linear(dropout(x), weight)` keeping `x` and a 1-byte mask for backward, not the dropped copy."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
-        noise = _draw_noise(x, p)
-        ctx.save_for_backward(x, noise != 0, weight)
+        kept = _draw_kept(x, p)
+        ctx.save_for_backward(x, kept, weight)
         ctx.p = p
-        return F.linear(x * noise, weight)
+        return F.linear(x * _noise(kept, x.dtype, p), weight)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, kept, weight = ctx.saved_tensors
-        noise = _rebuild_noise(kept, x.dtype, ctx.p)
+        noise = _noise(kept, x.dtype, ctx.p)
         grad_x = grad.matmul(weight) * noise if ctx.needs_input_grad[0] else None
         grad_weight = None
         if ctx.needs_input_grad[1]:  # as linear's backward: [out, tokens] @ [tokens, in]
