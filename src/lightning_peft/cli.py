@@ -16,11 +16,12 @@ from pathlib import Path
 
 import lightning as L
 from jsonargparse import ArgumentError, ArgumentParser
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import quantization as quant
-from .callbacks import CpuAllocatorCache, RunSummary
+from .callbacks import CpuAllocatorCache, EpochRichProgressBar, RunSummary
 from .callbacks.dual_lr import ScheduleConfigError
 from .callbacks.probe_contract import ProbeContractError
 from .callbacks.throughput import ThroughputConfigError
@@ -96,6 +97,10 @@ class LightningPeftCLI(LightningCLI):
         check_launch_environment(trainer.num_devices * trainer.num_nodes)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep any IO plugin the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        given = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        if not any(isinstance(c, ProgressBar) for c in (given if isinstance(given, list) else [given])):
+            # Lightning's default bar prints "Epoch 0/-2" for a run limited by max_steps; a bar the user chose stays.
+            trainer.callbacks[:] = [EpochRichProgressBar() if type(c) is RichProgressBar else c for c in trainer.callbacks]
         return trainer
 
     def _subcommand_flag(self, name: str) -> bool:
