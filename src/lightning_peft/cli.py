@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
 from jsonargparse import ArgumentError, ArgumentParser
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -97,11 +98,18 @@ class LightningPeftCLI(LightningCLI):
         check_launch_environment(trainer.num_devices * trainer.num_nodes)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep any IO plugin the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        given = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-        if not any(isinstance(c, ProgressBar) for c in (given if isinstance(given, list) else [given])):
-            # Lightning's default bar prints "Epoch 0/-2" for a run limited by max_steps; a bar the user chose stays.
-            trainer.callbacks[:] = [EpochRichProgressBar() if type(c) is RichProgressBar else c for c in trainer.callbacks]
         return trainer
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
+        def listed(value) -> list:
+            return [] if value is None else value if isinstance(value, list) else [value]
+
+        given = [*listed(config.get("callbacks")), *callbacks, *listed(self.trainer_defaults.get("callbacks"))]
+        if (config.get("enable_progress_bar") is not False and find_spec("rich") is not None
+                and not any(isinstance(c, ProgressBar) for c in given)):
+            # Lightning's default bar (rich) prints "Epoch 0/-2" for a run limited by max_steps; ours does not.
+            callbacks = [*callbacks, EpochRichProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def _subcommand_flag(self, name: str) -> bool:
         return bool(self.config.get(self.subcommand, {}).get(name, False))

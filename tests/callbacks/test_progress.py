@@ -48,5 +48,17 @@ def _cli_trainer(tmp_path, *extra: str) -> L.Trainer:
     (("--trainer.callbacks+=lightning.pytorch.callbacks.RichProgressBar",), RichProgressBar),
     (("--trainer.enable_progress_bar", "false"), type(None)),
 ])
-def test_the_cli_swaps_only_lightnings_default_bar(tmp_path, extra, expected):
+def test_the_cli_uses_its_bar_only_where_none_is_given(tmp_path, extra, expected):
     assert type(_cli_trainer(tmp_path, *extra).progress_bar_callback) is expected
+
+
+def test_a_bar_from_the_clis_trainer_defaults_is_kept(tmp_path):
+    from lightning_peft.cli import LightningPeftCLI
+    from lightning_peft.modules import FineTuneModule
+
+    chosen = RichProgressBar(refresh_rate=7)
+    cli = LightningPeftCLI(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                           trainer_defaults={"callbacks": [chosen]}, run=False,
+                           args=["--config", QUICKSTART, "--model.init_args.backbone", "tiny-llama",
+                                 "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.trainer.progress_bar_callback is chosen
