@@ -174,3 +174,12 @@ def test_only_plain_dropouts_of_lora_layers_are_swapped():
     assert use_compact_dropout(model) == 0  # p = 0: peft uses nn.Identity
     model = Lora(r=2, dropout=0.2, target_modules=["q_proj"], compact_dropout=False).apply(tiny_causal_lm()).model
     assert use_compact_dropout(model) == len([n for n, _ in model.named_modules() if n.endswith("q_proj")])
+
+
+def test_dropout_of_one_is_left_to_nn_dropout():
+    # p=1 drops everything (nn.Dropout returns zeros); rescaling by 1/(1-p) would give NaN.
+    model = Lora(r=2, dropout=0.2, target_modules=["q_proj"], compact_dropout=False).apply(tiny_causal_lm()).model
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 1.0
+    assert use_compact_dropout(model) == 0

@@ -139,7 +139,7 @@ def use_compact_dropout(model: nn.Module) -> int:
         if not isinstance(dropouts, nn.ModuleDict):
             continue
         for name, dropout in list(dropouts.items()):
-            if type(dropout) is nn.Dropout and not dropout.inplace and dropout.p > 0:
+            if type(dropout) is nn.Dropout and not dropout.inplace and 0 < dropout.p < 1:  # p=1: zeros, no draw
                 if not _fuse(module, name, dropout):
                     dropouts[name] = CompactDropout(dropout.p)
                 swapped += 1
