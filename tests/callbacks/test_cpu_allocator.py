@@ -22,8 +22,9 @@ from lightning_peft.callbacks.cpu_allocator import CpuAllocatorCache
 
 GLIBC = cpu_allocator._glibc() is not None
 
-# A module whose every step allocates, touches and frees a 64 MiB buffer (16,384 pages of 4 KiB),
-# as a language model's logits do; a callback counts the minor page faults of each step.
+# A module whose every step allocates, touches and frees 64 MiB buffers (16,384 pages of 4 KiB each;
+# the forward and backward passes make several), as a language model's logits do; a callback counts
+# the minor page faults of each step.
 CHILD = textwrap.dedent('''
     import json, resource, sys
     import lightning as L, torch
@@ -71,7 +72,7 @@ def _faults(mode: str) -> dict:
 def test_steps_reuse_freed_memory_and_it_is_returned_after_fit():
     on, off = _faults("on"), _faults("off")
     pages = 64 * 2**20 // 4096
-    # Without the callback glibc maps each 64 MiB buffer afresh: every page of it faults in again, every step.
+    # Without the callback glibc maps each 64 MiB buffer afresh: its pages fault in again, every step.
     assert statistics.median(off["steps"][2:]) >= pages
     # With it, steps reuse what the previous step freed. Some steps still grow the heap by a buffer or
     # more, when small allocations have settled in the freed block (seen in up to half the steps), so

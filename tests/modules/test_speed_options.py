@@ -102,13 +102,16 @@ def test_packed_data_gets_per_example_attention_unless_a_kernel_is_set(packing, 
     assert module.model.config._attn_implementation == expected
 
 
-def test_packed_data_keeps_the_default_kernel_for_a_model_without_sdpa(monkeypatch):
+@pytest.mark.parametrize(("lacks", "default"), [("_supports_sdpa", "eager"), ("_supports_attention_backend", "sdpa")])
+def test_packed_data_keeps_the_default_kernel_for_a_model_without_sdpa(monkeypatch, lacks, default):
     from transformers import LlamaForCausalLM
 
-    monkeypatch.setattr(LlamaForCausalLM, "_supports_sdpa", False)  # as a model class that never implemented sdpa
+    # As a model class that never implemented sdpa, or that calls its attention without the interface
+    # (then packed_sdpa would be registered but never run).
+    monkeypatch.setattr(LlamaForCausalLM, lacks, False)
     module = LoraModule(backbone="tiny-llama", task=CausalLMSFT(), method=Lora(r=4, target_modules=["q_proj"]))
     data = SFTData("movie_dialog", tokenizer="tiny-llama", max_length=32, batch_size=4, max_train_examples=8,
                    val_size=0, test_size=0, packing=True)
     L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).fit(module, datamodule=data)
-    assert module.model.config._attn_implementation == "eager"
+    assert module.model.config._attn_implementation == default
