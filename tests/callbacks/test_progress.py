@@ -32,14 +32,14 @@ def test_a_run_limited_by_epochs_shows_the_total_as_lightning_does():
     assert "Epoch 1/1" in _rendered(EpochRichProgressBar, max_epochs=2, limit_train_batches=2)
 
 
-def _cli_trainer(tmp_path, *extra: str) -> L.Trainer:
+def _cli_trainer(tmp_path, *extra: str, **cli_kwargs) -> L.Trainer:
     from lightning_peft.cli import LightningPeftCLI
     from lightning_peft.modules import FineTuneModule
 
     args = ["--config", QUICKSTART, "--model.init_args.backbone", "tiny-llama",
             "--trainer.default_root_dir", str(tmp_path), *extra]
     return LightningPeftCLI(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                            run=False, args=args).trainer
+                            run=False, args=args, **cli_kwargs).trainer
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
@@ -53,12 +53,5 @@ def test_the_cli_uses_its_bar_only_where_none_is_given(tmp_path, extra, expected
 
 
 def test_a_bar_from_the_clis_trainer_defaults_is_kept(tmp_path):
-    from lightning_peft.cli import LightningPeftCLI
-    from lightning_peft.modules import FineTuneModule
-
     chosen = RichProgressBar(refresh_rate=7)
-    cli = LightningPeftCLI(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                           trainer_defaults={"callbacks": [chosen]}, run=False,
-                           args=["--config", QUICKSTART, "--model.init_args.backbone", "tiny-llama",
-                                 "--trainer.default_root_dir", str(tmp_path)])
-    assert cli.trainer.progress_bar_callback is chosen
+    assert _cli_trainer(tmp_path, trainer_defaults={"callbacks": [chosen]}).progress_bar_callback is chosen

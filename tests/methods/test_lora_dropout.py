@@ -183,3 +183,5 @@ def test_dropout_of_one_is_left_to_nn_dropout():
         if isinstance(module, nn.Dropout):
             module.p = 1.0
     assert use_compact_dropout(model) == 0
+    ids = torch.randint(10, 1000, (2, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(model.train()(input_ids=ids, labels=ids).loss)

@@ -13,7 +13,6 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from transformers import AutoConfig
 
 from .. import checkpoint, zoo
 from .. import quantization as quant
@@ -147,7 +146,7 @@ class FineTuneModule(L.LightningModule):
 
     def _model_class(self) -> type | None:
         """The class `from_pretrained` will build for the backbone (None where the task's auto class maps no class to its config)."""
-        config = AutoConfig.from_pretrained(zoo.resolve(self.backbone))
+        config = zoo.load_config(self.backbone)
         try:
             return self.task.auto_class()._model_mapping[type(config)]
         except KeyError:
