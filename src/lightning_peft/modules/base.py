@@ -12,6 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 
 from .. import checkpoint, zoo
@@ -167,9 +169,37 @@ class FineTuneModule(L.LightningModule):
             for name, params in self.groups.items()
         ]
         optimizer = self.optimizer_factory(param_groups)
+        self._check_clipping(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    def _check_clipping(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse, before the first step, what Lightning would refuse at it: clipping a fused optimizer under 16-mixed."""
+        trainer = self._trainer
+        plugin = trainer.precision_plugin if trainer is not None else None
+        if (isinstance(plugin, MixedPrecision) and plugin.scaler is not None and trainer.gradient_clip_val
+                and getattr(optimizer, "_step_supports_amp_scaling", False)):
+            raise MethodConfigError(
+                f"gradient_clip_val={trainer.gradient_clip_val} cannot clip {type(optimizer).__name__}(fused=True) under "
+                f"precision={plugin.precision!r}: its gradient scaler is undone inside the fused step, after clipping; "
+                "set the optimizer's fused: false, use precision bf16-mixed, or drop gradient_clip_val.")
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip as Lightning does, and also for a fused optimizer (e.g. `AdamW(fused=True)`) under bf16-mixed.
+
+        Lightning refuses any optimizer that unscales gradients in its own step under mixed precision
+        (Lightning-AI/pytorch-lightning#21435), which matters only with fp16's gradient scaler:
+        bf16-mixed has none, so the gradients are unscaled and clipping them is exact.
+        """
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            clip_val = self.trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
+            algorithm = gradient_clip_algorithm or self.trainer.gradient_clip_algorithm or "norm"
+            Precision.clip_gradients(plugin, optimizer, clip_val or 0.0, GradClipAlgorithmType(algorithm))
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -- steps ----------------------------------------------------------------------------
 
