@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 
 import pytest
 
-from tests.benchmarks.harness import run_script
-
+from tests.benchmarks.harness import BENCHMARKS, run_script
 
 
 @pytest.mark.timeout(600)
@@ -36,3 +37,31 @@ def test_ours_and_peer_train_the_same_batches_and_report_ratios(tmp_path):
     assert ours["speed_vs_peer_plain"] == pytest.approx(ours["tokens_per_sec"] / peer["tokens_per_sec"])
     assert tricks["memory_vs_ours_plain"] == pytest.approx(tricks["peak_memory_bytes"] / ours["peak_memory_bytes"])
     assert ours["data"]["padding_fraction_plain"] > 0  # variable lengths: the plain batches hold padding
+
+
+@pytest.mark.timeout(600)
+def test_the_gpu_settings_train_on_a_cpu(tmp_path, monkeypatch):
+    """What `--device gpu` runs (long_sft, bf16-mixed, fused AdamW with clipping, bucketing and the chunked
+    loss), with only the accelerator swapped for a CPU: a GPU must not be the first place these settings run."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    throughput = importlib.import_module("throughput")
+    args = throughput.parse_args(["--device", "gpu", "--backbone", "tiny-llama", "--steps", "3", "--warmup-steps", "1",
+                                  "--batch-size", "2"])
+    path = throughput.model_path(args.backbone)
+    examples_file = tmp_path / "examples.json"
+    examples_file.write_text(json.dumps(throughput.training_order(throughput.workload_data("long_sft", 2, 3), path)))
+    results = {}
+    for arm, variant in (("ours", "chunked"), ("ours", "tricks"), ("peer", "plain")):
+        spec = {**throughput.base_spec(args, args.backbone, path, "long_sft"), "variant": variant, "repeat": 0,
+                "features": throughput.features_of(variant, "gpu"), "device": "cpu"}
+        results[arm, variant] = throughput.run_arm(arm, spec, examples_file, tmp_path, threads=1)
+    optimizer = throughput.ours_config(spec, "result.json", str(tmp_path))["model"]["init_args"]["optimizer"]
+    sys.modules.pop("throughput", None)
+
+    assert spec["precision"] == "bf16" and spec["max_grad_norm"] == 1.0 and optimizer["init_args"]["fused"] is True
+    assert results["ours", "tricks"]["features"] == ["bucketing", "chunked"]
+    chunked, peer = results["ours", "chunked"], results["peer", "plain"]
+    assert all(r["steps"] == 3 for r in results.values())
+    # the same batches in the same order: bf16 logits, each side's own loss code
+    assert chunked["tokens_per_step"] == peer["tokens_per_step"]
+    assert chunked["losses"][0] == pytest.approx(peer["losses"][0], abs=2e-3)
