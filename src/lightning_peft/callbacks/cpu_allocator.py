@@ -10,10 +10,11 @@ the kernel and by the memory-bound operators that write fresh buffers (`mul`, `a
 
 `CpuAllocatorCache` does on a CPU what PyTorch's caching allocator does on a GPU: while a stage
 runs on a CPU it tells glibc to keep freed memory (no separately mapped blocks, no trimming), so
-later steps reuse it. The memory is not returned between steps, and the peak can rise a little
-(3-4% in the benchmark) because a reused heap fragments. When the stage ends, or fails, it returns
-the free memory to the kernel (`malloc_trim`) and sets glibc's default values back (glibc then keeps
-its mmap threshold fixed instead of adjusting it).
+later steps reuse it. The memory is not returned between steps, and the peak can rise because a
+reused heap fragments: 3-4% in the SmolLM2 benchmark, 1.44x where memory is almost all logits of
+very differently sized batches (tiny-llama on long_sft; `docs/performance.md`, "GPU"). When the
+stage ends, or fails, it returns the free memory to the kernel (`malloc_trim`) and sets glibc's
+default values back (glibc then keeps its mmap threshold fixed instead of adjusting it).
 
 Only glibc (Linux) has these controls; elsewhere the callback warns once and changes nothing.
 The same is possible for a whole process with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1`
@@ -83,8 +84,9 @@ class CpuAllocatorCache(L.Callback):
     glibc's malloc. `lightning-peft` adds it to every subcommand (`--cpu_allocator.enabled`).
 
     Args:
-        enabled: Keep freed memory while a stage runs on a CPU. Off: glibc's defaults, which return
-            freed blocks to the kernel and fault them in again on the next step.
+        enabled: Keep freed memory while a stage runs on a CPU: faster steps, but a higher peak RSS
+            where batch sizes vary widely (the kept heap fragments). Off: glibc's defaults, which
+            return freed blocks to the kernel and fault them in again on the next step.
 
     Example::
 
