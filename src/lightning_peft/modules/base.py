@@ -181,9 +181,9 @@ class FineTuneModule(L.LightningModule):
         if (isinstance(plugin, MixedPrecision) and plugin.scaler is not None and trainer.gradient_clip_val
                 and getattr(optimizer, "_step_supports_amp_scaling", False)):
             raise MethodConfigError(
-                f"gradient_clip_val={trainer.gradient_clip_val} cannot clip {type(optimizer).__name__}(fused=True) under "
-                f"precision={plugin.precision!r}: its gradient scaler is undone inside the fused step, after clipping; "
-                "set the optimizer's fused: false, use precision bf16-mixed, or drop gradient_clip_val.")
+                f"gradient_clip_val={trainer.gradient_clip_val} cannot clip {type(optimizer).__name__} under "
+                f"precision={plugin.precision!r}: it undoes the fp16 loss scaling inside its own (fused) step, after "
+                "clipping would run; set the optimizer's fused: false, use precision bf16-mixed, or drop gradient_clip_val.")
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
