@@ -1,4 +1,4 @@
-"""Adapter-only checkpoints: base-model fingerprints, state filtering, RNG state, atomic writes.
+"""Adapter-only checkpoints: base-model fingerprints, state filtering, RNG state, atomic checkpoint writes.
 
 A checkpoint holds the trainable parameters only (plus optimizer, scheduler, callback, loop and
 RNG state, which Lightning and `capture_rng` add); the frozen base is never written again. Its
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
+
+from .atomic import write_file_atomically
 
 HPARAMS_KEY = "hyper_parameters"  # LightningModule.CHECKPOINT_HYPER_PARAMS_KEY
 FINGERPRINT_SAMPLE = 4096  # elements per tensor folded into the fingerprint: enough to tell models apart, fast
@@ -140,24 +139,6 @@ def saved_module_class(ckpt: dict[str, Any], base: type) -> type:
     return found
 
 
-def write_folder_atomically(target: str | Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(folder)` on a temporary sibling of `target`, then rename it into place.
-
-    A failed or killed export then leaves no half-written folder under the real name. `target`
-    must not exist or be empty: a rename replaces an empty folder, never a full one.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the result is shared like any saved model
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def capture_rng() -> dict[str, Any]:
     """Python, NumPy and torch RNG states, so a resumed run draws the same dropout masks."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -189,15 +170,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if "://" in str(path):  # remote filesystems: rename is not atomic there, use Lightning's writer
             return super().save_checkpoint(checkpoint, path, storage_options)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_file_atomically(path, lambda tmp: torch.save(checkpoint, tmp), fsync=True)

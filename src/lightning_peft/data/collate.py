@@ -6,7 +6,8 @@ from typing import Any, Sequence
 
 import torch
 
-IGNORE_INDEX = -100  # positions the cross-entropy loss skips (prompt tokens, padding)
+from lightning_peft.constants import IGNORE_INDEX
+
 
 
 def pad_right(sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:

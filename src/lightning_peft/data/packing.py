@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from lightning_peft.data.collate import IGNORE_INDEX
+from lightning_peft.constants import IGNORE_INDEX
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.sampler import LengthBucketBatchSampler, _world
 

@@ -3,7 +3,7 @@
 A tokenized dataset is a dict of tensors: each token-sequence column is stored as one flat tensor
 plus `offsets` (example `i` is `flat[offsets[i]:offsets[i+1]]`), per-example integers as one tensor.
 The file lives under `zoo.cache_root()/data/<sha256 of everything that affects the ids>.pt`, is written
-through a temporary file and `os.replace` (a killed run never leaves a half file) and read with
+through `lightning_peft.atomic.write_file_atomically` (a killed run never leaves a half file) and read with
 `torch.load(weights_only=True)`.
 """
 
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_peft import zoo
+from lightning_peft.atomic import write_file_atomically
 
 Store = dict[str, torch.Tensor]
 
@@ -44,15 +43,7 @@ def cached(key: dict[str, Any], build: Callable[[], Store]) -> Store:
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
             pass  # unreadable (e.g. written by an incompatible torch): rebuild and overwrite
     store = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(store, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_file_atomically(path, lambda tmp: torch.save(store, tmp))
     return store
 
 

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
+from ..constants import IGNORE_INDEX
 from .base import Task, TaskConfigError, TaskOutput
 from .losses import DEFAULT_CHUNK_SIZE, chunked_lm_loss
 from .metrics import TokenPerplexity
 
-IGNORE_INDEX = -100
 
 
 class _LanguageModeling(Task):

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-IGNORE_INDEX = -100
+from ..constants import IGNORE_INDEX
+
 DEFAULT_CHUNK_SIZE = 1024  # tokens per chunk: 1024 x 49152 float32 logits = 200 MB, vs GBs for a whole batch
 
 
