@@ -287,7 +287,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def print_results(rows: list[dict], relative: dict[str, dict], baseline: str) -> None:
-    from lightning_peft.tables import print_table
+    from lightning_peft.cli.tables import print_table
 
     print_table([(row["arm"], _fmt(row["trainable_parameters"]), _fmt(row["test_acc"]), _fmt(row["seconds_per_step"]),
                   _fmt(row["tokens_per_sec"]), _fmt(row["layer_seq_len"]), _fmt(row["peak_memory_gb"]),

@@ -303,7 +303,7 @@ def summarize(runs: list[dict], stats: dict, flops_per_tok: float | None, peak: 
 
 
 def print_rows(rows: list[dict]) -> None:
-    from lightning_peft.tables import print_table
+    from lightning_peft.cli.tables import print_table
 
     def fmt(value, pattern):
         return "-" if value is None else pattern.format(value)

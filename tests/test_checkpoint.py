@@ -43,7 +43,7 @@ def test_checkpoint_holds_trainable_parameters_and_training_state_only(trained):
     for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops", "ClassificationData", "rng_states"):
         assert saved[key], key
     assert saved["ClassificationData"] == {"epoch": 0, "batches_processed": 2}
-    assert saved["lightning_peft"] == {"fingerprint": module.base_fingerprint, "backbone": helpers.BACKBONE}
+    assert saved["lightning_peft"] == {"fingerprint": module.base_fingerprint, "backbone": helpers.BACKBONE, "phrasings": None}
 
 
 def _same_architecture_other_weights(folder: Path) -> str:
@@ -75,8 +75,9 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file
     target = tmp_path / "last.ckpt"
     io.save_checkpoint({"step": torch.tensor(1)}, target)
 
-    def save_half_then_fail(obj, handle, *args, **kwargs):
-        handle.write(b"PK\x03\x04 half a zip archive")  # what a killed writer would leave behind
+    def save_half_then_fail(obj, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a zip archive")  # what a killed writer would leave behind
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", save_half_then_fail)

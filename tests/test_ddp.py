@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_peft.launch_env import LAUNCH_VARIABLES
+from lightning_peft.cli.launch_env import LAUNCH_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = {"lora": 3, "hft": 2}  # HFT: two stages of one step

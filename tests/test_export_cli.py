@@ -8,7 +8,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from lightning_peft import zoo
-from lightning_peft.cli import _load_for_export, main
+from lightning_peft.cli import main
+from lightning_peft.cli.rebuild import module_from_checkpoint
 from lightning_peft.modules import LoraModule
 from tests import helpers
 
@@ -55,7 +56,7 @@ def test_merge_writes_a_plain_transformers_folder(fitted, reference_logits, tmp_
 
 def test_export_rebuilds_the_subclass_with_linked_label_names(fitted, tmp_path):
     # FineTuneModule.load_from_checkpoint alone builds FineTuneModule: Lightning drops the recorded class path.
-    module = _load_for_export(str(fitted), str(tmp_path / "unused"), "export", "adapters export")
+    module = module_from_checkpoint(str(fitted), require="export")
     assert type(module) is LoraModule
     assert module.hparams.label_names == helpers.LABELS and module.task.label_names == helpers.LABELS
     assert module.method.dropout == helpers.DROPOUT
@@ -99,7 +100,7 @@ def test_export_of_a_soft_prompt_checkpoint_reloads_with_the_same_outputs(tmp_pa
     main(["fit", "--config", str(config), "--trainer.max_steps", "2"])
     main(["export", "--ckpt_path", str(tmp_path / "ckpt" / "step=2.ckpt"), "--output_dir", str(tmp_path / "prompt")])
 
-    trained = _load_for_export(str(tmp_path / "ckpt" / "step=2.ckpt"), str(tmp_path / "unused"), "export", "adapters export")
+    trained = module_from_checkpoint(str(tmp_path / "ckpt" / "step=2.ckpt"))
     assert trained.model.lowrank_b.abs().max() > 0  # B starts at zero: the checkpoint holds trained weights
     reloaded = load_soft_prompt(AutoModelForCausalLM.from_pretrained(zoo.resolve(helpers.BACKBONE)), tmp_path / "prompt")
     torch.testing.assert_close(logits_of(reloaded), logits_of(trained.model))
@@ -115,6 +116,6 @@ def test_merge_refuses_a_soft_prompt_checkpoint_in_one_sentence(tmp_path):
                                                 "init_args": {"num_virtual_tokens": 4}}
     config.write_text(yaml.safe_dump(settings))
     main(["fit", "--config", str(config), "--trainer.max_steps", "1"])
-    with pytest.raises(SystemExit, match=r"^error: Only LoRA-family \(peft\) adapters merge into the base; this checkpoint holds a SoftPromptModule\.$"):
+    with pytest.raises(SystemExit, match=r"^error: This checkpoint's method, PromptTuning, cannot merge into its base: [^;]+; use `lightning-peft export` and load the export onto the base\.$"):
         main(["merge", "--ckpt_path", str(tmp_path / "ckpt" / "step=1.ckpt"), "--output_dir", str(tmp_path / "merged")])
     assert not (tmp_path / "merged").exists()

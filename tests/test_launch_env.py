@@ -1,6 +1,6 @@
 import pytest
 
-from lightning_peft.launch_env import LaunchEnvironmentError, check_launch_environment
+from lightning_peft.cli.launch_env import LaunchEnvironmentError, check_launch_environment
 
 
 @pytest.mark.parametrize("environ", [{}, {"MASTER_PORT": "1234"}, {"LOCAL_RANK": "1", "WORLD_SIZE": "2"},

@@ -75,7 +75,7 @@ def test_adapter_base_is_the_same_model_with_adapters_disabled(tmp_path, monkeyp
 
     monkeypatch.setattr(copy, "deepcopy", no_model_copies)
     _fit(tmp_path, module, probe)
-    assert calls and probe.base_source == "adapters disabled"
+    assert calls and probe.base_source == "adaptation disabled"
     assert {p.untyped_storage().data_ptr() for p in module.parameters()} == storage  # no new parameter tensors
     stored = sum(t.numel() for t in (probe.base_text.topk_logprobs, probe.base_text.topk_indices))
     assert stored < sum(p.numel() for p in module.parameters()) / 10  # compact: top-k records, not a model copy

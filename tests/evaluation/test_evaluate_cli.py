@@ -56,3 +56,49 @@ def test_evaluate_is_a_cli_command(adapter, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "perplexity" in done.stdout and (tmp_path / "eval" / "evaluation.json").is_file()
+
+
+def _soft_prompt_config(tmp_path, method: dict, task: dict | None = None, data: dict | None = None):
+    import yaml
+
+    config = helpers.cli_config(tmp_path, helpers.write_jsonl(tmp_path / "data.jsonl"), every_n_steps=3)
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["class_path"] = "lightning_peft.modules.SoftPromptModule"
+    settings["model"]["init_args"]["method"] = method
+    settings["model"]["init_args"].pop("lr_scheduler")
+    if task is not None:
+        settings["model"]["init_args"]["task"] = task
+    if data is not None:
+        settings["data"] = data
+    config.write_text(yaml.safe_dump(settings))
+    return config
+
+
+def test_evaluate_a_dept_checkpoint_measures_the_prompt_against_the_base(tmp_path):
+    # Before the method contract, the probes found the bare base inside DePT's wrapper: KL was exactly 0.
+    config = _soft_prompt_config(tmp_path, {"class_path": "lightning_peft.methods.DePT",
+                                            "init_args": {"num_virtual_tokens": 4, "rank": 2, "max_length": 16}})
+    main(["fit", "--config", str(config), "--trainer.max_steps", "3"])
+    main(["evaluate", "--ckpt_path", str(tmp_path / "ckpt" / "step=3.ckpt"), "--output_dir", str(tmp_path / "eval"), *FAST])
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["forgetting"]["kl_from_base"] > 1e-6
+    assert result["tuned"]["perplexity"] != result["base"]["perplexity"]
+
+
+def test_robustness_scores_the_trained_task_under_its_own_phrasings(tmp_path):
+    templates = ["Text: {text}\nClass:", "{text}\nWhich class is this?", "Q: {text}\nA:"]
+    words = {"alpha": "yes", "beta": "no"}
+    config = _soft_prompt_config(
+        tmp_path, {"class_path": "lightning_peft.methods.PromptTuning", "init_args": {"num_virtual_tokens": 4}},
+        task={"class_path": "lightning_peft.tasks.RobustPrompt", "init_args": {
+            "task": {"class_path": "lightning_peft.tasks.VerbalizerClassification", "init_args": {"label_words": words}}}},
+        data={"class_path": "lightning_peft.data.ParaphraseClassificationData", "init_args": {
+            "dataset": str(tmp_path / "data.jsonl"), "templates": templates, "label_names": helpers.LABELS,
+            "val_size": 4, "test_size": 0, "batch_size": 4, "max_length": 24}})
+    main(["fit", "--config", str(config), "--trainer.max_steps", "3"])
+    unseen = "Input: {text}\nLabel:"
+    main(["evaluate", "--ckpt_path", str(tmp_path / "ckpt" / "step=3.ckpt"), "--output_dir", str(tmp_path / "eval"),
+          "--robustness", "true", "--unseen_templates", f"[{json.dumps(unseen)}]", *FAST])
+    robustness = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["tuned"]["robustness"]
+    assert set(robustness["templates"]) == {*templates, unseen}  # evaluation.json sorts keys
+    assert robustness["seen"]["count"] == 3 and robustness["unseen"]["count"] == 1

@@ -2,7 +2,7 @@ import pytest
 import torch
 from peft import PeftModel
 
-from lightning_peft.methods import IA3, Lora, MethodConfigError, export_adapter, merge_adapter
+from lightning_peft.methods import IA3, Lora, MethodConfigError
 from tests.conftest import tiny_causal_lm
 
 
@@ -55,14 +55,15 @@ def test_bad_lora_arguments_rejected_at_construction(kwargs):
 
 
 def test_export_reload_and_merge_give_same_logits(tmp_path):
-    adapted = Lora(r=4, target_modules=["q_proj", "v_proj"], dropout=0.0).apply(tiny_causal_lm())
+    method = Lora(r=4, target_modules=["q_proj", "v_proj"], dropout=0.0)
+    adapted = method.apply(tiny_causal_lm())
     with torch.no_grad():
         for p in adapted.groups["adapter"].values():
             p.add_(torch.randn_like(p) * 0.1)
     ids = torch.randint(0, 1000, (2, 6))
     expected = adapted.model(input_ids=ids).logits.detach()
-    export_adapter(adapted.model, tmp_path / "adapter")
+    method.export(adapted.model, tmp_path / "adapter")
     reloaded = PeftModel.from_pretrained(tiny_causal_lm(), tmp_path / "adapter")
     torch.testing.assert_close(reloaded(input_ids=ids).logits, expected)
-    merged = merge_adapter(adapted.model)
+    merged = method.merge(adapted.model)
     torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)

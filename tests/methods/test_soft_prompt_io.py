@@ -60,15 +60,15 @@ def test_export_then_reload_gives_identical_outputs(tmp_path, name, method):
     adapted = method.apply(_base(name))
     _train_a_little(adapted)
     expected = _outputs(adapted.model.eval(), name)
-    save_soft_prompt(adapted.model, tmp_path / "export")
+    method.export(adapted.model, tmp_path / "export")
     reloaded = load_soft_prompt(_base(name), tmp_path / "export")
     assert not reloaded.training
     torch.testing.assert_close(_outputs(reloaded, name), expected)
 
 
 def test_peft_methods_export_in_peft_format(tmp_path):
-    adapted = PromptTuning(num_virtual_tokens=3).apply(tiny_causal_lm())
-    save_soft_prompt(adapted.model, tmp_path)
+    method = PromptTuning(num_virtual_tokens=3)
+    method.export(method.apply(tiny_causal_lm()).model, tmp_path)
     assert (tmp_path / "adapter_config.json").is_file() and not (tmp_path / CONFIG_NAME).exists()
     assert isinstance(PeftModel.from_pretrained(tiny_causal_lm(), str(tmp_path)), PeftModel)
 

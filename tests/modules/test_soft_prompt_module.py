@@ -83,7 +83,7 @@ def test_dept_on_an_encoder_decoder_model_trains_the_encoder_prompt():
 def test_data_longer_than_the_dept_offset_is_refused_at_setup():
     data = _trec(max_length=48)
     module = _module(DePT(num_virtual_tokens=4, rank=2, max_length=32), data)
-    with pytest.raises(MethodConfigError, match=r"max_length=32 tokens, but the data allows 48; set .*max_length >= 48"):
+    with pytest.raises(MethodConfigError, match=r"DePT takes inputs of up to 32 tokens \(its max_length\), but the data allows 48; set .*max_length >= 48"):
         _trainer().fit(module, datamodule=data)
     assert module.model is None  # refused before any weights loaded
 

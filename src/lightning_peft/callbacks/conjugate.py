@@ -15,8 +15,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..evaluation.conjugate import Translation, conjugate_report, get_transform, icl_accuracy, icl_suite
-from ..evaluation.probes import adapters_disabled, evaluation_mode
-from .probe_contract import find_causal_lm, find_tokenizer
+from ..evaluation.probes import evaluation_mode
+from .probe_contract import find_causal_lm, find_tokenizer, probe_base, probe_input_limit
 from .run_summary import run_dir, write_json_atomic
 
 
@@ -66,11 +66,14 @@ class ConjugatePromptEval(L.Callback):
     def _accuracy(self, pl_module: L.LightningModule, base: bool) -> dict[str, float]:
         model = find_causal_lm(pl_module, "ConjugatePromptEval")
         tokenizer = find_tokenizer(pl_module, self.tokenizer_name, "ConjugatePromptEval")
-        with evaluation_mode(model):
-            if base:
-                with adapters_disabled(model):
-                    return icl_accuracy(model, tokenizer, self.suite, self.transforms, self.max_new_tokens)
-            return icl_accuracy(model, tokenizer, self.suite, self.transforms, self.max_new_tokens)
+        limit = probe_input_limit(pl_module)
+        if not base:
+            with evaluation_mode(model):
+                return icl_accuracy(model, tokenizer, self.suite, self.transforms, self.max_new_tokens, limit)
+        with probe_base(pl_module, "ConjugatePromptEval") as disabled:
+            target = model if disabled is None else disabled  # None: the model at fit start is the base
+            with evaluation_mode(target):
+                return icl_accuracy(target, tokenizer, self.suite, self.transforms, self.max_new_tokens, limit)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.base is None:

@@ -18,8 +18,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from ..evaluation.plots import plot_history
-from ..evaluation.probes import DEFAULT_PROBE_TASKS, ForgettingProbes, ProbeTask, TextStats, adapters_disabled, compare
-from .probe_contract import find_causal_lm, find_tokenizer
+from ..evaluation.probes import DEFAULT_PROBE_TASKS, ForgettingProbes, ProbeTask, TextStats, compare
+from .probe_contract import find_causal_lm, find_tokenizer, probe_base, probe_input_limit
 from .run_summary import run_dir
 
 
@@ -86,14 +86,14 @@ class ForgettingProbe(L.Callback):
             s = self.settings
             self._probes = ForgettingProbes(find_tokenizer(pl_module, self.tokenizer_name, "ForgettingProbe"),
                                             s["text_dataset"], s["num_chunks"], s["chunk_tokens"], s["top_k"],
-                                            self._tasks, self._batch_size)
+                                            self._tasks, self._batch_size, probe_input_limit(pl_module))
         return model
 
     def measure_base(self, pl_module: L.LightningModule) -> None:
         model = self._model(pl_module)
-        with adapters_disabled(model) as is_adapter:
-            self.base, self.base_text = self._probes.measure(model)
-        self.base_source = "adapters disabled" if is_adapter else "model at fit start"
+        with probe_base(pl_module, "ForgettingProbe") as base:
+            self.base, self.base_text = self._probes.measure(model if base is None else base)
+        self.base_source = "model at fit start" if base is None else "adaptation disabled"
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.base is None:  # restored from a checkpoint otherwise

@@ -1,11 +1,16 @@
-"""What the probing callbacks need from a LightningModule: a `transformers` causal LM and its tokenizer.
+"""What the probing callbacks need from a LightningModule: a causal LM, its base, and a tokenizer.
 
 The contract (`ProbedModule`) is met in one of two ways, checked in this order:
 
-1. the module defines `probe_model()` returning the causal LM to probe (explicit; use it when a
-   module holds several models);
-2. otherwise the first `peft.PeftModel`, else the first `transformers.PreTrainedModel` with an
-   output embedding (an LM head) found in `pl_module.modules()`.
+1. the module declares it: `probe_model()` returns the causal LM to probe (prompt included, so
+   a soft prompt is measured too) and `probe_base()` is a context manager yielding the same model
+   with its adaptation turned off, or None when only a second copy could give the base (the
+   callbacks then take the model as it is at fit start), and `probe_input_limit()` the longest
+   input in tokens the probed model takes (None: no limit; longer probe texts keep their end).
+   Every `lightning_peft` module does this through its method's contract;
+2. otherwise, for any other LightningModule: the first `peft.PeftModel`, else the first
+   `transformers.PreTrainedModel` with an output embedding (an LM head) found in
+   `pl_module.modules()`; its base is the peft model with adapters disabled, if it is one.
 
 The tokenizer is the module's `tokenizer` attribute when it has one (`HasTokenizer`), else the
 callback's `tokenizer` argument (a model name resolved by `zoo.load_tokenizer`).
@@ -13,7 +18,8 @@ callback's `tokenizer` argument (a model name resolved by `zoo.load_tokenizer`).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import contextlib
+from typing import ContextManager, Iterator, Protocol, runtime_checkable
 
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -27,9 +33,13 @@ class ProbeContractError(ValueError):
 
 @runtime_checkable
 class ProbedModule(Protocol):
-    """Optional, explicit form of the contract: the module names the causal LM to probe."""
+    """Explicit form of the contract: the module names the causal LM to probe and how to see its base."""
 
     def probe_model(self) -> nn.Module: ...
+
+    def probe_base(self) -> ContextManager[nn.Module | None]: ...
+
+    def probe_input_limit(self) -> int | None: ...
 
 
 @runtime_checkable
@@ -57,8 +67,30 @@ def find_causal_lm(pl_module: nn.Module, callback: str) -> nn.Module:
     raise ProbeContractError(
         f"{callback} needs a transformers causal LM (AutoModelForCausalLM, optionally wrapped by peft) inside the "
         f"LightningModule, but {type(pl_module).__name__} holds none; keep the LM as a submodule or define "
-        "`probe_model()` returning it."
+        "`probe_model()` returning it (and `probe_base()`)."
     )
+
+
+@contextlib.contextmanager
+def probe_base(pl_module: nn.Module, callback: str) -> Iterator[nn.Module | None]:
+    """The base's behaviour for the block (None: only a second copy could give it), per the contract above."""
+    if isinstance(pl_module, ProbedModule):
+        with pl_module.probe_base() as base:
+            yield base
+        return
+    from peft import PeftModel
+
+    model = find_causal_lm(pl_module, callback)
+    if isinstance(model, PeftModel):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield None
+
+
+def probe_input_limit(pl_module: nn.Module) -> int | None:
+    """The probed model's input limit in tokens, per the contract above (None for modules that do not declare it)."""
+    return pl_module.probe_input_limit() if isinstance(pl_module, ProbedModule) else None
 
 
 def find_tokenizer(pl_module: nn.Module, name: str | None, callback: str) -> PreTrainedTokenizerBase:

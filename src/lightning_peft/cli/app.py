@@ -1,4 +1,4 @@
-"""`lightning-peft`: a LightningCLI for fine-tuning, plus the commands fine-tuners need around it.
+"""`lightning-peft`: the LightningCLI for fine-tuning, and `main`, which routes to it or to an extra command.
 
     lightning-peft fit --config configs/quickstart.yaml       # train (validate, test, predict likewise)
     lightning-peft models | datasets                           # the offline zoo and data catalog
@@ -16,25 +16,26 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
-from jsonargparse import ArgumentError, ArgumentParser
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from . import quantization as quant
-from .callbacks import CpuAllocatorCache, EpochRichProgressBar, RunSummary
-from .callbacks.dual_lr import ScheduleConfigError
-from .callbacks.probe_contract import ProbeContractError
-from .callbacks.throughput import ThroughputConfigError
-from .checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
-from .data import DataConfigError
-from .evaluate_cmd import evaluate_command
+from .. import quantization as quant
+from ..callbacks import CpuAllocatorCache, EpochRichProgressBar, RunSummary
+from ..callbacks.dual_lr import ScheduleConfigError
+from ..callbacks.probe_contract import ProbeContractError
+from ..callbacks.throughput import ThroughputConfigError
+from ..checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
+from ..data import DataConfigError, DataFacts
+from ..methods import MethodConfigError
+from ..modules import FineTuneModule
+from ..tasks import TaskConfigError
+from ..zoo import ModelNotFoundError
+from .catalog import datasets_command, models_command
+from .evaluate import evaluate_command
+from .export import export_command, merge_command
 from .launch_env import LaunchEnvironmentError, check_launch_environment
-from .methods import MethodConfigError
-from .modules import FineTuneModule
-from .tables import print_table
-from .tasks import TaskConfigError
-from .zoo import ModelNotFoundError
 
 # Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
 # `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
@@ -45,7 +46,7 @@ EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge`, 
 
 
 def _label_names(data: L.LightningDataModule) -> list[str] | None:
-    return getattr(data, "label_names", None)
+    return data.label_names if isinstance(data, DataFacts) else None
 
 
 class LightningPeftCLI(LightningCLI):
@@ -124,74 +125,6 @@ class LightningPeftCLI(LightningCLI):
                 self.trainer.test(self.model, datamodule=self.datamodule)
 
 
-def models_command(argv: list[str]) -> None:
-    ArgumentParser(prog="lightning-peft models", description="List the offline model zoo's short names.").parse_args(argv)
-    from .zoo import list_models
-
-    print_table(list_models(), ("name", "description"))
-    print("\nAny other name is passed to from_pretrained unchanged (hub id or local folder).")
-
-
-def datasets_command(argv: list[str]) -> None:
-    ArgumentParser(prog="lightning-peft datasets", description="List the offline data catalog.").parse_args(argv)
-    from .data import list_datasets
-
-    rows = [(d["name"], d["kind"], str(d["size"]), str(d.get("labels") or "-"), d["description"]) for d in list_datasets()]
-    print_table(rows, ("name", "kind", "size", "labels", "description"))
-    print("\nAny other value is read as a local .jsonl/.json/.csv/.parquet file.")
-
-
-def _export_parser(prog: str, what: str) -> ArgumentParser:
-    parser = ArgumentParser(prog=prog, description=what)
-    parser.add_argument("--ckpt_path", type=str, required=True, help="An adapter-only checkpoint written by `lightning-peft fit`.")
-    parser.add_argument("--output_dir", type=str, required=True, help="Folder to write (must not exist or be empty).")
-    return parser
-
-
-def _load_for_export(ckpt_path: str, output_dir: str, ability: str, what: str):
-    """Rebuild the module a `fit` checkpoint came from, with its trained weights loaded.
-
-    `ability` is the module method the command needs (`export`, `export_merged`); a module
-    without it is refused by name. Refuses before loading anything when the output folder holds
-    files, so nothing is overwritten.
-    """
-    import warnings
-
-    from .checkpoint import CheckpointError, read_checkpoint, saved_module_class
-
-    target = Path(output_dir)
-    if target.exists() and any(target.iterdir()):
-        raise SystemExit(f"error: --output_dir {output_dir} is not empty; choose a new folder so nothing is overwritten.")
-    if not Path(ckpt_path).is_file():
-        raise SystemExit(f"error: --ckpt_path {ckpt_path} does not exist.")
-    try:
-        module_class = saved_module_class(read_checkpoint(ckpt_path), FineTuneModule)
-        if not hasattr(module_class, ability):
-            raise CheckpointError(f"Only {what}; this checkpoint holds a {module_class.__name__}.")
-        with warnings.catch_warnings():  # the frozen base is absent from the checkpoint by design
-            warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
-            return module_class.load_from_checkpoint(ckpt_path, map_location="cpu", strict=False, weights_only=True)
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
-
-
-def export_command(argv: list[str]) -> None:
-    args = _export_parser(
-        "lightning-peft export",
-        "Export a checkpoint's adapter: peft format where peft has the method (PeftModel.from_pretrained loads it), "
-        "else safetensors + soft_prompt_config.json (lightning_peft.methods.soft_prompt_io.load_soft_prompt loads it).",
-    ).parse_args(argv)
-    module = _load_for_export(args.ckpt_path, args.output_dir, "export",
-                              "LoRA-family and soft-prompt adapters export (selective fine-tuning saves whole weights)")
-    print(f"Adapter exported to {module.export(args.output_dir)}")
-
-
-def merge_command(argv: list[str]) -> None:
-    args = _export_parser("lightning-peft merge", "Merge a checkpoint's adapter into its base and save a plain transformers folder.").parse_args(argv)
-    module = _load_for_export(args.ckpt_path, args.output_dir, "export_merged", "LoRA-family (peft) adapters merge into the base")
-    print(f"Merged model saved to {module.export_merged(args.output_dir)}")
-
-
 COMMANDS = {"models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command,
             "evaluate": evaluate_command}
 
@@ -260,7 +193,3 @@ def main(args: list[str] | None = None) -> None:
         message = str(ours) if ours is not None else _condense(str(error))
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

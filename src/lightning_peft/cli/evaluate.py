@@ -4,8 +4,10 @@ fine-tuned model against its base, from a `fit` checkpoint or an exported peft a
     lightning-peft evaluate --ckpt_path runs/x/checkpoints/last.ckpt --output_dir runs/x/eval
     lightning-peft evaluate --adapter exported/ --backbone smollm2-135m --output_dir eval/
 
-For a peft adapter the base is the same model with the adapter disabled (no second copy); for a
-checkpoint of a method that trains the model's own weights, the base is loaded from its backbone.
+The model measured is the one the method declares for probes (`Method.probe_model`: a soft prompt
+included). The base is the same model with its adaptation turned off (`Method.disabled`, no second
+copy) where the method can; for methods that train the model's own weights it is loaded from the
+backbone. `--adapter` takes a peft folder or a soft-prompt export (`lightning-peft export`).
 Prints a table and writes `evaluation.json` and `evaluation.png` into the output folder.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,11 +23,11 @@ from jsonargparse import ArgumentParser
 from torch import nn
 from tqdm.auto import tqdm
 
-from .evaluation import probes as P
+from ..evaluation import probes as P
+from ..evaluation.conjugate import conjugate_report, get_transform, icl_accuracy, icl_suite
+from ..evaluation.plots import plot_comparison
+from ..evaluation.robustness import instruction_robustness
 from .tables import print_table
-from .evaluation.conjugate import conjugate_report, get_transform, icl_accuracy, icl_suite
-from .evaluation.plots import plot_comparison
-from .evaluation.robustness import instruction_robustness
 
 ROBUSTNESS_TASK = P.ProbeTask("sentiment_movies", "Review: {text}\nSentiment:", num_examples=64)
 ROBUSTNESS_SEEN = ["Review: {text}\nIs this review positive or negative? Answer:",
@@ -48,63 +51,99 @@ def _parser() -> ArgumentParser:
                         help="Prompt transforms for the suite: original, leetspeak, pig_latin, rot13.")
     parser.add_argument("--max_new_tokens", type=int, default=10, help="Greedy decoding length of the suite.")
     parser.add_argument("--robustness", type=bool, default=False,
-                        help="Also score sentiment accuracy across seen and unseen instruction phrasings.")
+                        help="Also score accuracy across instruction phrasings: for a checkpoint trained on paraphrased "
+                             "instructions (ParaphraseClassificationData), its own task under its training phrasings "
+                             "(seen) and --unseen_templates; otherwise a fixed movie-sentiment task under two seen and "
+                             "two unseen phrasings. Examples are a seeded sample of the whole dataset.")
+    parser.add_argument("--unseen_templates", type=list[str], default=[],
+                        help="Extra phrasings (each with {text}, the label word follows) scored as unseen by --robustness.")
     return parser
 
 
-def _load(args) -> tuple[nn.Module, Callable[[], contextlib.AbstractContextManager], object]:
-    """(fine-tuned causal LM, context manager factory that yields the base, tokenizer)."""
+@dataclass
+class Robustness:
+    """What `--robustness` scores: a task and its seen and unseen phrasings."""
+
+    task: P.ProbeTask
+    seen: list[str]
+    unseen: list[str]
+
+
+def _robustness(args, module=None) -> Robustness:
+    """The trained task under its own phrasings when the checkpoint records them, else the fixed sentiment task."""
+    phrasings = module.trained_phrasings if module is not None else None
+    words = module.task.verbalizer_words() if module is not None else None
+    if phrasings and words:
+        task = P.ProbeTask(phrasings["dataset"], phrasings["templates"][0], words, num_examples=args.num_examples)
+        return Robustness(task, list(phrasings["templates"]), list(args.unseen_templates))
+    task = P.ProbeTask(ROBUSTNESS_TASK.dataset, ROBUSTNESS_TASK.template, num_examples=args.num_examples)
+    return Robustness(task, ROBUSTNESS_SEEN, [*ROBUSTNESS_UNSEEN, *args.unseen_templates])
+
+
+@dataclass
+class Loaded:
+    """What `evaluate` measures: the fine-tuned model, how to see its base, and what it takes."""
+
+    model: nn.Module
+    base: Callable[[], contextlib.AbstractContextManager]  # yields the base-behaving model
+    tokenizer: object
+    robustness: Robustness
+    max_tokens: int | None  # the model's input limit (the method's max_input_length)
+
+
+def _load(args) -> Loaded:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from . import zoo
-    from .callbacks.probe_contract import find_causal_lm
+    from .. import zoo
+    from ..callbacks.probe_contract import probe_base
 
     if (args.ckpt_path is None) == (args.adapter is None):
         raise SystemExit("error: give either --ckpt_path or --adapter (with --backbone).")
+
+    def load_base(name: str) -> nn.Module:
+        return AutoModelForCausalLM.from_pretrained(zoo.resolve(name), dtype=torch.float32)
+
     if args.adapter is not None:
-        from peft import PeftModel
+        from ..methods.soft_prompt_io import CONFIG_NAME, exported_method
 
         if args.backbone is None or not Path(args.adapter).is_dir():
             raise SystemExit("error: --adapter needs an existing adapter folder and --backbone naming its base model.")
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(zoo.resolve(args.backbone),
-                                                                               dtype=torch.float32), args.adapter)
-        return model, lambda: P.adapters_disabled(model), zoo.load_tokenizer(args.backbone)
-    module = _load_module(args.ckpt_path)
-    model = find_causal_lm(module, "lightning-peft evaluate")
-    if getattr(model, "disable_adapter", None) is not None:
-        return model, lambda: P.adapters_disabled(model), module.tokenizer
+        tokenizer = zoo.load_tokenizer(args.backbone)
+        if (Path(args.adapter) / CONFIG_NAME).is_file():  # ours (DePT, EPT, IAPT): the export names its method
+            method = exported_method(args.adapter)
+            model = method.load(load_base(args.backbone), args.adapter)
+            return Loaded(model, lambda: method.disabled(model), tokenizer, _robustness(args), method.max_input_length)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_base(args.backbone), args.adapter).eval()
+
+        @contextlib.contextmanager
+        def adapter_off() -> Iterator[nn.Module]:
+            with model.disable_adapter():
+                yield model
+
+        return Loaded(model, adapter_off, tokenizer, _robustness(args), None)
+    from .rebuild import module_from_checkpoint
+
+    module = module_from_checkpoint(args.ckpt_path)
 
     @contextlib.contextmanager
-    def base() -> Iterator[nn.Module]:  # full FT / HFT / selective: the backbone, loaded once more
-        yield AutoModelForCausalLM.from_pretrained(zoo.resolve(module.backbone), dtype=torch.float32)
+    def base() -> Iterator[nn.Module]:
+        with probe_base(module, "lightning-peft evaluate") as disabled:
+            # None: the method trains the model's own weights, so the backbone is loaded once more
+            yield disabled if disabled is not None else load_base(module.backbone)
 
-    return model, base, module.tokenizer
-
-
-def _load_module(ckpt_path: str):
-    import warnings
-
-    from .checkpoint import CheckpointError, read_checkpoint, saved_module_class
-    from .modules import FineTuneModule
-
-    if not Path(ckpt_path).is_file():
-        raise SystemExit(f"error: --ckpt_path {ckpt_path} does not exist.")
-    try:
-        module_class = saved_module_class(read_checkpoint(ckpt_path), FineTuneModule)
-        with warnings.catch_warnings():  # the frozen base is absent from the checkpoint by design
-            warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
-            return module_class.load_from_checkpoint(ckpt_path, map_location="cpu", strict=False, weights_only=True)
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
+    return Loaded(module.probe_model(), base, module.tokenizer, _robustness(args, module), module.probe_input_limit())
 
 
 def _stages(args) -> list[str]:
     return ["perplexity, KL and probe tasks"] + ["ICL suite"] * bool(args.icl_prompts) + ["robustness"] * bool(args.robustness)
 
 
-def _score(model: nn.Module, tokenizer, probes: P.ForgettingProbes, args, progress, which: str,
+def _score(model: nn.Module, loaded: Loaded, probes: P.ForgettingProbes, args, progress, which: str,
            base_text=None) -> tuple[dict, P.TextStats]:
+    tokenizer, limit = loaded.tokenizer, loaded.max_tokens
     transforms = [get_transform(name) for name in dict.fromkeys(["original", *args.transforms])]
     progress.set_description(f"{which}: perplexity, KL and probe tasks")
     measured, stats = probes.measure(model, base=base_text)
@@ -112,27 +151,27 @@ def _score(model: nn.Module, tokenizer, probes: P.ForgettingProbes, args, progre
     if args.icl_prompts:
         progress.set_description(f"{which}: ICL suite")
         with P.evaluation_mode(model):
-            icl = icl_accuracy(model, tokenizer, icl_suite(args.icl_prompts), transforms, args.max_new_tokens)
+            icl = icl_accuracy(model, tokenizer, icl_suite(args.icl_prompts), transforms, args.max_new_tokens, limit)
         measured.update({f"icl/{k}": v for k, v in icl.items()})
         progress.update()
     if args.robustness:
         progress.set_description(f"{which}: robustness")
-        task = P.ProbeTask(ROBUSTNESS_TASK.dataset, ROBUSTNESS_TASK.template, num_examples=args.num_examples)
-        measured["robustness"] = instruction_robustness(model, tokenizer, task, ROBUSTNESS_SEEN, ROBUSTNESS_UNSEEN)
+        robustness = loaded.robustness
+        measured["robustness"] = instruction_robustness(model, tokenizer, robustness.task, robustness.seen, robustness.unseen,
+                                                        max_tokens=limit)
         progress.update()
     return measured, stats
 
 
 def evaluate(args) -> dict:
-    tuned_model, base_of, tokenizer = _load(args)
+    loaded = _load(args)
     tasks = tuple(P.ProbeTask(t.dataset, t.template, t.label_words, args.num_examples) for t in P.DEFAULT_PROBE_TASKS)
-    probes = P.ForgettingProbes(tokenizer, num_chunks=args.num_chunks, chunk_tokens=args.chunk_tokens, top_k=args.top_k,
-                                tasks=tasks)
+    probes = P.ForgettingProbes(loaded.tokenizer, num_chunks=args.num_chunks, chunk_tokens=args.chunk_tokens,
+                                top_k=args.top_k, tasks=tasks, max_tokens=loaded.max_tokens)
     with tqdm(total=2 * len(_stages(args)), unit="stage") as progress:  # minutes each on a CPU: show where it is
-        with base_of() as base_model:
-            base, base_text = _score(base_model if isinstance(base_model, nn.Module) else tuned_model, tokenizer, probes,
-                                     args, progress, "base")
-        tuned, _ = _score(tuned_model, tokenizer, probes, args, progress, "tuned", base_text=base_text)
+        with loaded.base() as base_model:
+            base, base_text = _score(base_model, loaded, probes, args, progress, "base")
+        tuned, _ = _score(loaded.model, loaded, probes, args, progress, "tuned", base_text=base_text)
     result = {"base": base, "tuned": tuned, "forgetting": P.compare(base, tuned)}
     if args.icl_prompts:
         strip = lambda scores: {k[4:]: v for k, v in scores.items() if k.startswith("icl/")}  # noqa: E731

@@ -7,6 +7,7 @@ signatures are the config schema; `load_records` and `list_datasets` read the ca
 from lightning_peft.data.catalog import list_datasets, load_records
 from lightning_peft.data.classification import ClassificationData
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.facts import DataFacts
 from lightning_peft.data.paraphrase import ParaphraseClassificationData
 from lightning_peft.data.sampler import LengthBucketBatchSampler
 from lightning_peft.data.seq2seq import Seq2SeqData
@@ -16,6 +17,7 @@ from lightning_peft.data.sft import SFTData
 __all__ = [
     "ClassificationData",
     "DataConfigError",
+    "DataFacts",
     "LengthBucketBatchSampler",
     "ParaphraseClassificationData",
     "SFTData",

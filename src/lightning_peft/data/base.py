@@ -64,7 +64,15 @@ class TokenizedDataModule(LightningDataModule):
 
     accepted_kinds: tuple[str, ...] = ()
     collate_kind: str = ""
+    # `DataFacts` (what modules read); subclasses override what applies to them
     packing: bool = False  # batches are packed rows (SFTData may set it)
+    label_names: Optional[list[str]] = None
+    templates: Sequence[str] = ()
+
+    @property
+    def input_length_limit(self) -> Optional[int]:
+        """The longest input in tokens (the truncation length); None: not bounded here."""
+        return None
 
     def __init__(
         self,

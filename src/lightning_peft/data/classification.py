@@ -59,6 +59,11 @@ class ClassificationData(TokenizedDataModule):
         self._label_names = label_names
         self.max_length = max_length
 
+
+    @property
+    def input_length_limit(self) -> int:
+        return self.max_length
+
     @property
     def label_names(self) -> list[str]:
         """Class names in index order (reads the data on first use when neither given nor in the catalog)."""

@@ -58,6 +58,11 @@ class Seq2SeqData(TokenizedDataModule):
         self.max_source_length = max_source_length
         self.max_target_length = max_target_length
 
+
+    @property
+    def input_length_limit(self) -> int:
+        return self.max_source_length
+
     def prepare_records(self, records: list[Record]) -> list[Record]:
         return self.pair_records(records, (self.source_column, "source_column"), (self.target_column, "target_column"))
 

@@ -51,6 +51,20 @@ class TaskSequenceData(LightningDataModule):
             raise DataConfigError(f"names must give one distinct name per task; got {names} for {len(tasks)} tasks.")
         self.tasks, self.task_names, self.epochs_per_task, self.tokenizer = list(tasks), names, epochs_per_task, tokenizer
 
+    # `DataFacts`: the facts that hold for every task of the sequence
+    label_names = None  # each task has its own classes
+    templates = ()
+    dataset = None
+
+    @property
+    def packing(self) -> bool:
+        return any(task.packing for task in self.tasks)
+
+    @property
+    def input_length_limit(self) -> Optional[int]:
+        limits = [task.input_length_limit for task in self.tasks]
+        return None if None in limits else max(limits)
+
     def current_task(self) -> int:
         """Index of the task the current epoch trains on (the last task once the sequence is done)."""
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

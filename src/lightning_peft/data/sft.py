@@ -88,6 +88,11 @@ class SFTData(TokenizedDataModule):
         self.packing = packing
         self.max_tokens_per_batch = max_tokens_per_batch
 
+
+    @property
+    def input_length_limit(self) -> int:
+        return self.max_length
+
     def collator(self) -> Any:
         return PackingCollator() if self.packing else super().collator()
 

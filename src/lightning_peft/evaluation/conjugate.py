@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from .probes import keep_last
+
 
 @runtime_checkable
 class PromptTransform(Protocol):
@@ -197,12 +199,13 @@ def is_in_context_answer(output: str, prompt: IclPrompt, transform: PromptTransf
 
 @torch.no_grad()
 def greedy_outputs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
-                   max_new_tokens: int = 10, batch_size: int = 8) -> list[str]:
-    """Greedy continuations (new text only), batched with left padding."""
+                   max_new_tokens: int = 10, batch_size: int = 8, max_tokens: int | None = None) -> list[str]:
+    """Greedy continuations (new text only), batched with left padding; prompts longer than the model's
+    input limit `max_tokens` keep their last `max_tokens` tokens."""
     device = next(model.parameters()).device
     outputs = []
     for start in range(0, len(prompts), batch_size):
-        rows = [tokenizer.encode(p) for p in prompts[start: start + batch_size]]
+        rows = [keep_last(tokenizer.encode(p), max_tokens) for p in prompts[start: start + batch_size]]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows], device=device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
@@ -213,11 +216,13 @@ def greedy_outputs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts
 
 
 def icl_accuracy(model: nn.Module, tokenizer: PreTrainedTokenizerBase, suite: list[IclPrompt],
-                 transforms: list[PromptTransform], max_new_tokens: int = 10) -> dict[str, float]:
-    """Share of suite prompts answered in context, per transform name."""
+                 transforms: list[PromptTransform], max_new_tokens: int = 10,
+                 max_tokens: int | None = None) -> dict[str, float]:
+    """Share of suite prompts answered in context, per transform name (`max_tokens`: the model's input limit)."""
     result = {}
     for transform in transforms:
-        outputs = greedy_outputs(model, tokenizer, [p.render(transform) for p in suite], max_new_tokens)
+        prompts = [p.render(transform) for p in suite]
+        outputs = greedy_outputs(model, tokenizer, prompts, max_new_tokens, max_tokens=max_tokens)
         result[transform.name] = sum(is_in_context_answer(o, p, transform) for o, p in zip(outputs, suite)) / len(suite)
     return result
 

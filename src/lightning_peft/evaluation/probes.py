@@ -64,7 +64,14 @@ class PreparedProbe:
     scorer: VerbalizerClassification
 
 
-def prepare_probe(task: ProbeTask, tokenizer: PreTrainedTokenizerBase) -> PreparedProbe:
+def keep_last(ids: list[int], max_tokens: int | None) -> list[int]:
+    """The last `max_tokens` ids (all of them when there is no limit)."""
+    return ids[-max_tokens:] if max_tokens else ids
+
+
+def prepare_probe(task: ProbeTask, tokenizer: PreTrainedTokenizerBase, max_tokens: int | None = None) -> PreparedProbe:
+    """Tokenize `task`'s seeded sample; a prompt longer than `max_tokens` (the probed model's input
+    limit, e.g. DePT's offset length) keeps its last `max_tokens` tokens, where the answer follows."""
     records = load_records(task.dataset, kind="classification")
     entry = CATALOG.get(task.dataset)
     label_names = list(entry.labels) if entry and entry.labels else sorted({r["label"] for r in records})
@@ -79,7 +86,7 @@ def prepare_probe(task: ProbeTask, tokenizer: PreTrainedTokenizerBase) -> Prepar
         return f"{prompt} {word}\n\n" if with_answer else prompt
 
     context = "".join(render(d, True) for d in demos)
-    prompts = [tokenizer.encode(context + render(r, False)) for r in examples]
+    prompts = [keep_last(tokenizer.encode(context + render(r, False)), max_tokens) for r in examples]
     labels = torch.tensor([label_names.index(r["label"]) for r in examples])
     return PreparedProbe(task.dataset, prompts, labels, scorer)
 
@@ -147,7 +154,8 @@ def text_stats(model: nn.Module, chunks: torch.Tensor, top_k: int = 32, batch_si
     nll, count, kls, top_lp, top_ix = 0.0, 0, [], [], []
     for start in range(0, len(chunks), batch_size):
         ids = chunks[start: start + batch_size].to(device)
-        logp = F.log_softmax(model(input_ids=ids).logits[:, :-1].float(), dim=-1)
+        # a soft prompt's positions come first in the logits: keep the last ids.shape[1] (the text's)
+        logp = F.log_softmax(model(input_ids=ids).logits[:, -ids.shape[1]:-1].float(), dim=-1)
         nll -= float(logp.gather(-1, ids[:, 1:, None]).sum())
         count += ids[:, 1:].numel()
         values, indices = logp.topk(top_k, dim=-1)
@@ -195,12 +203,14 @@ class ForgettingProbes:
     top_k: int = 32
     tasks: tuple[ProbeTask, ...] = DEFAULT_PROBE_TASKS
     batch_size: int = 8
+    max_tokens: int | None = None  # the probed model's input limit: chunks and prompts are cut to it
     chunks: torch.Tensor = field(init=False)
     probes: list[PreparedProbe] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.chunks = general_text_chunks(self.tokenizer, self.text_dataset, self.num_chunks, self.chunk_tokens)
-        self.probes = [prepare_probe(task, self.tokenizer) for task in self.tasks]
+        chunk_tokens = min(self.chunk_tokens, self.max_tokens or self.chunk_tokens)
+        self.chunks = general_text_chunks(self.tokenizer, self.text_dataset, self.num_chunks, chunk_tokens)
+        self.probes = [prepare_probe(task, self.tokenizer, self.max_tokens) for task in self.tasks]
 
     def measure(self, model: nn.Module, base: TextStats | None = None) -> tuple[dict[str, float], TextStats]:
         """{"perplexity", "kl" (with `base`), "acc/<task>"} and the text stats (to store as the base)."""

@@ -24,10 +24,12 @@ def _summary(accuracies: list[float]) -> dict[str, float]:
 
 
 def instruction_robustness(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: ProbeTask,
-                           seen: list[str], unseen: list[str] = (), batch_size: int = 16) -> dict:
+                           seen: list[str], unseen: list[str] = (), batch_size: int = 16,
+                           max_tokens: int | None = None) -> dict:
     """Accuracy of `task` (its template replaced by each phrasing) per template, with mean/std per group.
 
     Every template is scored on the same seeded examples, so the spread is due to wording alone.
+    `max_tokens` is the model's input limit (prompts keep their last `max_tokens` tokens).
     Returns {"templates": {template: acc}, "seen": {mean, std, count}, "unseen": {...}, "all": {...}}.
     """
     if not seen and not unseen:
@@ -38,7 +40,7 @@ def instruction_robustness(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
     accuracies = {}
     with evaluation_mode(model):
         for template in [*seen, *unseen]:
-            probe = prepare_probe(replace(task, template=template), tokenizer)
+            probe = prepare_probe(replace(task, template=template), tokenizer, max_tokens)
             accuracies[template] = verbalizer_accuracy(model, probe, tokenizer.pad_token_id, batch_size)
     return {
         "templates": accuracies,

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ..constants import IGNORE_INDEX
 from .base import Adapted, MethodConfigError, freeze
-from .prompt_inputs import IGNORE_INDEX, PromptedModel, is_encoder_decoder
+from .prompt_inputs import PromptedModel, is_encoder_decoder
+from .soft_prompt_io import PromptedMethod
 from .targets import check_targets
 
 
@@ -149,7 +151,7 @@ class DePTModel(PromptedModel):
         return pad(inputs_embeds, 0.0), pad(attention_mask, 0), position_ids, labels
 
 
-class DePT:
+class DePT(PromptedMethod):
     """Decomposed Prompt Tuning (Shi & Lipani, ICLR 2024, arXiv:2309.05173).
 
     Forward: E = embed(input_ids); E[i] += (alpha / sqrt(r)) * (A @ B)[i] for the input's i-th real
@@ -204,6 +206,16 @@ class DePT:
         self.init_text, self.tokenizer = init_text, tokenizer
         self.pad_to_max_length = pad_to_max_length
         self.modules_to_save = list(modules_to_save or [])
+
+    @property
+    def max_input_length(self) -> int:
+        """The offset covers s = `max_length` positions; longer inputs are refused, never truncated."""
+        return self.max_length
+
+    def bind(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """`init_text` is tokenized with the run's tokenizer unless one was named."""
+        if self.tokenizer is None:
+            self.tokenizer = tokenizer
 
     @staticmethod
     def matching_budget(prompt_tokens: int, hidden_size: int, max_length: int, num_virtual_tokens: int) -> int:

@@ -41,8 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Adapted, MethodConfigError, freeze, trainable_groups
-from .prompt_inputs import IGNORE_INDEX, PromptedModel, is_encoder_decoder, left_align_rows, pools_last_token
+from ..constants import IGNORE_INDEX
+from .prompt_inputs import PromptedModel, is_encoder_decoder, left_align_rows, pools_last_token
 from .selective import transformer_layers
+from .soft_prompt_io import PromptedMethod
 from .targets import check_targets
 
 RationalInit = Literal["gelu", "identity"]
@@ -231,13 +233,24 @@ class IAPTModel(PromptedModel):
         finally:
             self.instruction = None  # the base behaves as itself when called directly
 
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """`PromptedModel.generate` with the generators on: they write the prompt in the first (full-length)
+        pass; later steps see one new position, whose shape the hooks skip, and read the prompt from the cache."""
+        if not self._finalizer.alive:
+            raise RuntimeError("This IAPT wrapper's hooks were removed; call the base model (or apply IAPT again).")
+        self.instruction = self.instruction_mask(*input_ids.shape[:2], input_ids.device, attention_mask, None)
+        try:
+            return super().generate(input_ids, attention_mask, **kwargs)
+        finally:
+            self.instruction = None
+
 
 def _remove(handles) -> None:
     for handle in handles:
         handle.remove()
 
 
-class IAPT:
+class IAPT(PromptedMethod):
     """IAPT (Zhu et al., ACL 2024): per-layer prompt generators conditioned on the instruction.
 
     Example::

@@ -8,18 +8,20 @@
 
 Each class is a small config whose `apply(model)` calls `peft.get_peft_model` and returns the
 adapted model with named groups: "adapter" (the low-rank / scaling weights) and "head"
-(`modules_to_save`, trained in full, e.g. a classification head).
+(`modules_to_save`, trained in full, e.g. a classification head). Export, loading and disabling
+come from peft (`PeftBacked`); `merge` folds the adapter into the base weights.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from abc import abstractmethod
+from typing import ClassVar, Literal
 
-from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
+from peft import IA3Config, LoraConfig, PeftConfig, get_peft_model
 from torch import nn
 
-from .base import Adapted, MethodConfigError, trainable_groups
+from .base import Adapted, Capabilities, MethodConfigError, trainable_groups
+from .peft_backed import PeftBacked
 from .lora_dropout import use_compact_dropout
 from .targets import ALL_LINEAR, check_targets
 
@@ -30,8 +32,10 @@ def _group_of(name: str) -> str:
     return "head" if HEAD_MARKER in name else "adapter"
 
 
-class PeftMethod:
-    """Shared mechanics of methods peft implements: validate targets, inject, group parameters."""
+class PeftMethod(PeftBacked):
+    """Shared mechanics of the LoRA family in peft: validate targets, inject, group parameters; merge."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(export=True, merge=True, disable=True)
 
     def __init__(self, target_modules: list[str] | str, modules_to_save: list[str] | None) -> None:
         if not target_modules:
@@ -39,8 +43,9 @@ class PeftMethod:
         self.target_modules = target_modules
         self.modules_to_save = list(modules_to_save or [])
 
+    @abstractmethod
     def peft_config(self, target_modules: list[str] | str, modules_to_save: list[str]) -> PeftConfig:
-        raise NotImplementedError
+        """The peft config that injects this method into the named modules."""
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
         """Inject the adapter into `model` (frozen otherwise) and return it with its groups."""
@@ -49,6 +54,10 @@ class PeftMethod:
         check_targets(model, save, what="modules_to_save") if save else None
         peft_model = get_peft_model(model, self.peft_config(self.target_modules, save))
         return Adapted(peft_model, trainable_groups(peft_model, _group_of))
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold the adapter into the base weights and return the plain `transformers` model."""
+        return model.merge_and_unload()
 
 
 class Lora(PeftMethod):
@@ -140,18 +149,3 @@ class IA3(PeftMethod):
             feedforward_modules=self.feedforward_modules or None,
             modules_to_save=modules_to_save or None,
         )
-
-
-def export_adapter(model: nn.Module, output_dir: str | Path) -> Path:
-    """Write a peft-wrapped model's adapter in peft format (`PeftModel.from_pretrained` reads it)."""
-    if not isinstance(model, PeftModel):
-        raise MethodConfigError(f"Only peft adapters export to peft format; got {type(model).__name__}.")
-    model.save_pretrained(str(output_dir), safe_serialization=True)
-    return Path(output_dir)
-
-
-def merge_adapter(model: nn.Module) -> nn.Module:
-    """Fold the adapter into the base weights and return the plain `transformers` model."""
-    if not isinstance(model, PeftModel):
-        raise MethodConfigError(f"Only peft adapters can be merged; got {type(model).__name__}.")
-    return model.merge_and_unload()

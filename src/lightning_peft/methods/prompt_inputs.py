@@ -35,7 +35,7 @@ import inspect
 import torch
 from torch import nn
 
-IGNORE_INDEX = -100
+from ..constants import IGNORE_INDEX
 
 
 def _accepts(module: nn.Module, name: str) -> bool:
@@ -178,3 +178,22 @@ class PromptedModel(nn.Module):
         prompt_embeds, inputs_embeds = self.prompt(inputs_embeds, attention_mask)
         inputs = prepend_to_inputs(self.base, prompt_embeds, inputs_embeds, attention_mask, position_ids, labels)
         return self.base(**inputs, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Decode after the prompt, returning what the base's `generate` would for ``input_ids``.
+
+        The base generates from ``[P; E]`` (the prompt and the input as the forward builds them);
+        new tokens are embedded as the base does, without the method's changes (DePT's offset
+        covers input positions only). Decoder-only models return ``input_ids`` followed by the new
+        tokens, as a plain model does; encoder-decoder models return the decoder's tokens.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        prompt_embeds, inputs_embeds = self.prompt(self.get_input_embeddings()(input_ids), attention_mask)
+        inputs = prepend_to_inputs(self.base, prompt_embeds, inputs_embeds, attention_mask)
+        inputs.pop("position_ids", None)  # generate derives positions from the (extended) mask
+        generated = self.base.generate(**inputs, **kwargs)
+        if is_encoder_decoder(self.base):
+            return generated
+        return torch.cat([input_ids, generated], dim=1)

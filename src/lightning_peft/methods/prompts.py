@@ -23,13 +23,15 @@ sequence classifiers get their padding moved to the left.
 from __future__ import annotations
 
 import inspect
+from abc import abstractmethod
 from typing import Literal
 
 from peft import PeftModel, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig, TaskType, get_peft_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from .base import Adapted, MethodConfigError, trainable_groups
+from .base import Adapted, MethodConfigError, SoftPromptMethod, trainable_groups
+from .peft_backed import PeftBacked
 from .prompt_inputs import is_encoder_decoder, left_align_rows, pools_last_token, positions_from_mask, shift_positions
 from .targets import check_targets
 
@@ -100,7 +102,7 @@ def fix_prompt_positions(model: PeftModel) -> PeftModel:
     return model
 
 
-class _PeftPrompt:
+class _PeftPrompt(PeftBacked, SoftPromptMethod):
     """Shared mechanics: choose the task type, wrap with peft, fix positions, group parameters."""
 
     def __init__(self, num_virtual_tokens: int, modules_to_save: list[str] | None) -> None:
@@ -109,8 +111,9 @@ class _PeftPrompt:
         self.num_virtual_tokens = num_virtual_tokens
         self.modules_to_save = list(modules_to_save or [])
 
+    @abstractmethod
     def peft_config(self, model: nn.Module, task_type: TaskType, modules_to_save: list[str]) -> PromptLearningConfig:
-        raise NotImplementedError
+        """The peft config of this prompt method for `model`."""
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
         """Wrap `model` (frozen) with a trainable prompt; returns the `PeftModel` and groups "prompt" (+ "head")."""
@@ -120,6 +123,10 @@ class _PeftPrompt:
         peft_model = get_peft_model(model, self.peft_config(model, task_type, save))
         fix_prompt_positions(peft_model)
         return Adapted(peft_model, trainable_groups(peft_model, _group_of))
+
+    def load(self, base: nn.Module, folder) -> nn.Module:
+        """The exported prompt on `base`, with the same position fix as after `apply`."""
+        return fix_prompt_positions(super().load(base, folder))
 
 
 class PromptTuning(_PeftPrompt):
@@ -159,6 +166,11 @@ class PromptTuning(_PeftPrompt):
                 "PromptTuning needs init_text exactly when init='text'; set both, or neither for random/vocab init."
             )
         self.init, self.init_text, self.tokenizer = init, init_text, tokenizer
+
+    def bind(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Text initialisation reads the run's tokenizer unless one was named."""
+        if self.tokenizer is None:
+            self.tokenizer = tokenizer
 
     def _tokenizer_path(self, model: nn.Module) -> str:
         tokenizer = self.tokenizer

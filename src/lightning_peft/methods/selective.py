@@ -19,7 +19,7 @@ from typing import Literal
 
 from torch import nn
 
-from .base import Adapted, MethodConfigError, freeze, trainable_groups
+from .base import Adapted, MethodConfigError, SelectiveMethod, freeze, trainable_groups
 
 Placement = Literal["train", "freeze"]
 
@@ -57,7 +57,7 @@ def _train_heads(model: nn.Module, modules_to_save: list[str] | None, group_of) 
     return Adapted(model, trainable_groups(model, lambda n: "head" if id(by_name[n]) in head_params else group_of(n)))
 
 
-class FullFineTuning:
+class FullFineTuning(SelectiveMethod):
     """Train every weight of the model (one group, "model")."""
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
@@ -77,7 +77,7 @@ class HalfSelection:
         return "; ".join(f"L{i}: {','.join(names)}" for i, names in sorted(self.frozen.items()))
 
 
-class HFT:
+class HFT(SelectiveMethod):
     """HFT: per stage, freeze a random half of every transformer layer at category level.
 
     Example::
@@ -170,7 +170,7 @@ class HFT:
         return Adapted(model, trainable_groups(model, lambda name: "layers" if name in layer_names else "other"))
 
 
-class EmbeddingsAndHead:
+class EmbeddingsAndHead(SelectiveMethod):
     """Train the token embeddings and the output layer only (Zlotchevski et al. 2022)."""
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
@@ -181,7 +181,7 @@ class EmbeddingsAndHead:
         return _train_heads(model, modules_to_save, lambda name: "embeddings")
 
 
-class LastBlock:
+class LastBlock(SelectiveMethod):
     """Train the last transformer block only (Zlotchevski et al. 2022)."""
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
@@ -191,7 +191,7 @@ class LastBlock:
         return _train_heads(model, modules_to_save, lambda name: "last_block")
 
 
-class BitFit:
+class BitFit(SelectiveMethod):
     """Train bias terms only (Ben Zaken et al. 2022); an error on models without biases (e.g. Llama)."""
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:

@@ -3,30 +3,33 @@
 Two formats, chosen by what the model is:
 
 - peft models (prompt tuning, prefix tuning): peft's own folder (``adapter_config.json`` +
-  ``adapter_model.safetensors``), so `peft.PeftModel.from_pretrained` reads it anywhere.
+  ``adapter_model.safetensors``), written by the method's `export` (`PeftBacked`), so
+  `peft.PeftModel.from_pretrained` reads it anywhere.
 - our `PromptedModel` wrappers (DePT, EPT, IAPT, ...): ``adapter_model.safetensors`` with the
   wrapper's `PromptedModel.soft_prompt_state` and ``soft_prompt_config.json`` with the method's
   ``class_path`` and ``init_args`` (the wrapper's ``method_config``) and the base model's
   ``name_or_path`` and ``model_type``. Any method works whose `apply(model)` returns a
   `PromptedModel` with ``method_config`` set, and whose ``init_args`` rebuild the same shapes.
 
-`load_soft_prompt` reads either format and returns the adapted model in eval mode.
+`load_soft_prompt` reads either format and returns the adapted model in eval mode;
+`PromptedMethod` is the `Method` contract's export / load / disable for our wrappers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Iterator
 
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .base import MethodConfigError
+from ..atomic import write_file_atomically
+from .base import Capabilities, MethodConfigError, SoftPromptMethod
 from .prompt_inputs import PromptedModel
 from .prompts import fix_prompt_positions
 
@@ -41,23 +44,16 @@ class SoftPromptLoadError(MethodConfigError):
     """A saved soft prompt does not fit the base model or method it is being loaded onto."""
 
 
-def _replace_into(path: Path, write) -> None:
-    """Write through a temporary sibling and rename, so an interrupted save leaves no half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_soft_prompt(model: nn.Module, folder: str | Path) -> Path:
-    """Write `model`'s trained prompt to `folder` (peft format for peft models, ours otherwise)."""
+    """Write the trained part of a `PromptedModel` (built by a method's `apply`) to `folder`.
+
+    peft's prompt methods export through `PeftBacked.export` (peft format) instead.
+    """
     folder = Path(folder)
-    if isinstance(model, PeftModel):
-        model.save_pretrained(str(folder), safe_serialization=True)
-        return folder
     if not isinstance(model, PromptedModel) or not model.method_config:
         raise MethodConfigError(
-            f"save_soft_prompt exports peft models and soft-prompt wrappers built by a method's apply(); "
-            f"got {type(model).__name__} without a method_config."
+            f"save_soft_prompt exports soft-prompt wrappers built by a method's apply() (DePT, EPT, IAPT); "
+            f"got {type(model).__name__} without a method_config (peft models: use the method's export)."
         )
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in model.soft_prompt_state().items()}
@@ -68,8 +64,8 @@ def save_soft_prompt(model: nn.Module, folder: str | Path) -> Path:
         "base_model_name_or_path": getattr(model.base, "name_or_path", None),
         "base_model_type": getattr(base_config, "model_type", None),
     }
-    _replace_into(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    _replace_into(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    write_file_atomically(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    write_file_atomically(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
     return folder
 
 
@@ -112,6 +108,32 @@ def _check_state(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
         )
 
 
+class PromptedMethod(SoftPromptMethod):
+    """Base of soft-prompt methods whose `apply` returns a `PromptedModel` (DePT, EPT, IAPT).
+
+    The wrapper holds the untouched base, so turning the method off is calling the base; export
+    and loading use this module's format.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(export=True, merge=False, disable=True)
+
+    @contextlib.contextmanager
+    def disabled(self, model: nn.Module) -> Iterator[nn.Module]:
+        yield model.base
+
+    def export(self, model: nn.Module, folder: Path) -> None:
+        save_soft_prompt(model, folder)
+
+    def load(self, base: nn.Module, folder: str | Path) -> nn.Module:
+        return load_soft_prompt(base, folder)
+
+
+def exported_method(folder: str | Path, allow_any_class: bool = False) -> SoftPromptMethod:
+    """The method an export of ours was made with, rebuilt from its `soft_prompt_config.json`."""
+    config = read_soft_prompt_config(folder)
+    return _method_class(config["class_path"], allow_any_class)(**config.get("init_args", {}))
+
+
 def load_soft_prompt(base_model: nn.Module, folder: str | Path, allow_any_class: bool = False) -> nn.Module:
     """Rebuild the exported method on `base_model`, load its weights, and return the model in eval mode.
 
@@ -134,7 +156,7 @@ def load_soft_prompt(base_model: nn.Module, folder: str | Path, allow_any_class:
             f"The soft prompt in {folder} was trained on a {theirs} model ({config.get('base_model_name_or_path')}), "
             f"not on this {ours} model; load it onto the base it was trained with."
         )
-    method = _method_class(config["class_path"], allow_any_class)(**config.get("init_args", {}))
+    method = exported_method(folder, allow_any_class)
     model = method.apply(base_model).model
     saved = load_file(str(folder / WEIGHTS_NAME))
     _check_state(saved, model.soft_prompt_state(), folder)

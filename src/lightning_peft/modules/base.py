@@ -7,7 +7,9 @@ optimizer groups and adapter-only checkpoints live here once.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -18,7 +20,9 @@ from torch import nn
 
 from .. import checkpoint, zoo
 from .. import quantization as quant
+from ..atomic import write_folder_atomically
 from ..attention import PACKED_SDPA, supports_packed_sdpa
+from ..data.facts import DataFacts
 from ..methods import Adapted, Method, MethodConfigError
 from ..tasks import Task
 
@@ -92,6 +96,7 @@ class FineTuneModule(L.LightningModule):
         # Cheap checks first, so a bad name or label set fails before any weights load.
         self.tokenizer = zoo.load_tokenizer(backbone)
         task.bind(self.tokenizer, label_names)
+        method.bind(self.tokenizer)
         # "<split>" or "<split>:<task>" -> metrics; per-task entries are added in setup() from the data
         self.eval_metrics = nn.ModuleDict({split: task.metrics().clone(prefix=f"{split}/") for split in ("val", "test")})
         self._eval_keys = {"val": ["val"], "test": ["test"]}
@@ -100,12 +105,33 @@ class FineTuneModule(L.LightningModule):
         self.base_fingerprint: str | None = None
         self.strict_loading = False  # checkpoints hold the trainable parameters only
         self._pending_rng: dict[str, Any] | None = None
+        # The data's instruction phrasings, when it has several (paraphrase data): kept in checkpoints
+        # so `lightning-peft evaluate --robustness` scores the trained task under them.
+        self.trained_phrasings: dict[str, Any] | None = None
 
     # -- building -------------------------------------------------------------------------
+
+    def _check_data(self, data: DataFacts, stage: str) -> None:
+        """Refuse data the method or task cannot take, before any weights load."""
+        limit, longest = self.method.max_input_length, data.input_length_limit
+        if limit is not None and longest is not None and longest > limit:
+            raise MethodConfigError(
+                f"{type(self.method).__name__} takes inputs of up to {limit} tokens (its max_length), but the data allows "
+                f"{longest}; set model.init_args.method.init_args.max_length >= {longest} or the data's max_length <= {limit}."
+            )
+        if self.task.needs_templates and stage == "fit" and not data.templates:
+            raise MethodConfigError(
+                f"{type(self.task).__name__} needs training batches with paraphrased instructions; use "
+                "lightning_peft.data.ParaphraseClassificationData with a list of templates."
+            )
 
     def setup(self, stage: str) -> None:
         quant.check_strategy(self.quantization, type(self.trainer.strategy).__name__)
         data = self.trainer.datamodule
+        if isinstance(data, DataFacts):
+            self._check_data(data, stage)
+            if data.templates and data.dataset is not None:
+                self.trained_phrasings = {"dataset": data.dataset, "templates": list(data.templates)}
         names = list(data.task_names) if isinstance(data, NamedEvaluationSets) and len(data.task_names) > 1 else [None]
         # Created here, not on first use: Lightning maps logged Metric objects to attributes once.
         for split in ("val", "test"):
@@ -157,7 +183,7 @@ class FineTuneModule(L.LightningModule):
     def _packs_on_cpu(self) -> bool:
         trainer = self._trainer
         return (trainer is not None and trainer.strategy.root_device.type == "cpu"
-                and bool(getattr(trainer.datamodule, "packing", False)))
+                and isinstance(trainer.datamodule, DataFacts) and trainer.datamodule.packing)
 
     def adapt(self, base: nn.Module) -> Adapted:
         """Apply the method; family modules override this to add what their procedure needs."""
@@ -225,6 +251,53 @@ class FineTuneModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "test", dataloader_idx)
 
+    # -- what callbacks and commands use: the method's declared contract -------------------
+
+    def probe_model(self) -> nn.Module:
+        """The model forgetting probes, conjugate prompts and generation see (prompt included)."""
+        self.configure_model()
+        return self.method.probe_model(self.model)
+
+    @contextlib.contextmanager
+    def probe_base(self) -> Iterator[nn.Module | None]:
+        """The base's behaviour for the block (adaptation turned off in place), or None when the
+        method trains the model's own weights and only a second copy could give it."""
+        self.configure_model()
+        if not self.method.capabilities.disable:
+            yield None
+            return
+        with self.method.disabled(self.model) as base:
+            yield base
+
+    def probe_input_limit(self) -> int | None:
+        """The longest input in tokens the probed model takes (the method's `max_input_length`)."""
+        return self.method.max_input_length
+
+    def export(self, output_dir: str | Path) -> Path:
+        """Write the trained part alone plus the tokenizer (the method's format: peft's where peft has the method).
+
+        A method that cannot export raises its one-sentence refusal; nothing is left behind.
+        """
+        self.configure_model()
+
+        def write(folder: Path) -> None:
+            self.method.export(self.model, folder)
+            self.tokenizer.save_pretrained(str(folder))
+
+        return write_folder_atomically(output_dir, write)
+
+    def export_merged(self, output_dir: str | Path) -> Path:
+        """Fold the adaptation into the base and write a plain `transformers` folder (plus tokenizer)."""
+        self.configure_model()
+
+        def write(folder: Path) -> None:
+            merged = self.method.merge(self.model)
+            self.model = None  # may be folded in place (even if saving fails); rebuild before any further use
+            merged.save_pretrained(str(folder), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(folder))
+
+        return write_folder_atomically(output_dir, write)
+
     # -- adapter-only checkpoints ---------------------------------------------------------
 
     def trainable_parameter_names(self) -> set[str]:
@@ -237,7 +310,8 @@ class FineTuneModule(L.LightningModule):
 
     def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
         ckpt["state_dict"] = checkpoint.trainable_state(ckpt["state_dict"], self.trainable_parameter_names())
-        ckpt["lightning_peft"] = {"fingerprint": self.base_fingerprint, "backbone": self.backbone}
+        ckpt["lightning_peft"] = {"fingerprint": self.base_fingerprint, "backbone": self.backbone,
+                                  "phrasings": self.trained_phrasings}
         ckpt["rng_states"] = checkpoint.capture_rng()
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             # Every rank runs this hook; only rank 0 writes. Each rank draws its own dropout masks,
@@ -251,6 +325,7 @@ class FineTuneModule(L.LightningModule):
         self.configure_model()  # the fingerprint needs the base; a no-op when already built
         checkpoint.check_loadable(ckpt, self.base_fingerprint, self.trainable_parameter_names(), self.backbone)
         self._pending_rng = ckpt.get("rng_states")
+        self.trained_phrasings = ckpt["lightning_peft"].get("phrasings")
         per_rank = ckpt.get("rng_states_per_rank")
         trainer = self._trainer
         if per_rank and trainer is not None and len(per_rank) == trainer.world_size:

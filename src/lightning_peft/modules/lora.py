@@ -1,17 +1,15 @@
 """The LoRA-family LightningModule: LoRA, DoRA, rsLoRA and IA3 through peft.
 
-Nothing about their training procedure differs from the shared base; this module narrows the
-accepted methods (so `--help` lists them) and adds peft-format export and merging.
+Nothing about their training procedure differs from the shared base (export and merging come
+from the method's contract); this module narrows the accepted methods to `PeftMethod`s, so
+`--help` documents them and any new subclass is accepted without editing this file.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from jsonargparse import lazy_instance
 
-from ..checkpoint import write_folder_atomically
-from ..methods import Lora, PeftMethod, export_adapter, merge_adapter
+from ..methods import Lora, PeftMethod
 from ..tasks import Task, VerbalizerClassification
 from .base import FineTuneModule
 
@@ -25,7 +23,7 @@ class LoraModule(FineTuneModule):
 
     Args:
         task: The objective (VerbalizerClassification, HeadClassification, CausalLMSFT, Seq2Seq).
-        method: The adapter: lightning_peft.methods.Lora (variant lora / dora / rslora) or IA3.
+        method: The adapter: lightning_peft.methods.Lora (variant lora / dora / rslora), IA3, or any PeftMethod.
         **kwargs: Everything else of `FineTuneModule` (backbone, optimizer, group_lr, quantization, ...).
     """
 
@@ -36,25 +34,3 @@ class LoraModule(FineTuneModule):
         **kwargs,
     ) -> None:
         super().__init__(task=task, method=method, **kwargs)
-
-    def export(self, output_dir: str | Path) -> Path:
-        """Write the adapter in peft format plus the tokenizer; `PeftModel.from_pretrained` reads it."""
-        self.configure_model()
-
-        def write(folder: Path) -> None:
-            export_adapter(self.model, folder)
-            self.tokenizer.save_pretrained(str(folder))
-
-        return write_folder_atomically(output_dir, write)
-
-    def export_merged(self, output_dir: str | Path) -> Path:
-        """Fold the adapter into the base and write a plain `transformers` folder (plus tokenizer)."""
-        self.configure_model()
-
-        def write(folder: Path) -> None:
-            merged = merge_adapter(self.model)
-            self.model = None  # the adapter is folded in (even if saving fails); rebuild before any further use
-            merged.save_pretrained(str(folder), safe_serialization=True)
-            self.tokenizer.save_pretrained(str(folder))
-
-        return write_folder_atomically(output_dir, write)

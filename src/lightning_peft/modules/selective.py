@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from jsonargparse import lazy_instance
 
-from ..methods import HFT, BitFit, EmbeddingsAndHead, FullFineTuning, LastBlock
+from ..methods import FullFineTuning, SelectiveMethod
 from ..tasks import CausalLMSFT, Task
 from .base import FineTuneModule
-
-SelectiveMethod = FullFineTuning | HFT | EmbeddingsAndHead | LastBlock | BitFit
-
 
 class SelectiveModule(FineTuneModule):
     """Fine-tune a subset of the backbone's own weights (or all of them).
@@ -26,7 +23,7 @@ class SelectiveModule(FineTuneModule):
     Args:
         task: The objective (CausalLMSFT, VerbalizerClassification, HeadClassification, Seq2Seq).
         method: FullFineTuning (pair it with the HalfFineTuning callback for HFT across stages),
-            HFT (one fixed half), EmbeddingsAndHead, LastBlock or BitFit.
+            HFT (one fixed half), EmbeddingsAndHead, LastBlock, BitFit, or any SelectiveMethod.
         **kwargs: Everything else of `FineTuneModule` (backbone, optimizer, gradient_checkpointing, ...).
     """
 

@@ -34,6 +34,7 @@ class Task:
 
     auto_class_name = "AutoModelForCausalLM"
     needs_labels = False
+    needs_templates = False  # training batches must carry paraphrased instructions (data with `templates`)
 
     def bind(self, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> None:
         """Check the task against the tokenizer and label names; precompute what `step` needs."""
@@ -57,6 +58,10 @@ class Task:
     def head_modules(self, model: nn.Module) -> list[str]:
         """Modules this task adds to the backbone that must be trained in full."""
         return []
+
+    def verbalizer_words(self) -> dict[str, str] | None:
+        """Label -> the word scored for it, for tasks that classify by verbalizer (after `bind`); else None."""
+        return None
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
         raise NotImplementedError

@@ -107,6 +107,9 @@ class VerbalizerClassification(_Classification):
         self.words = words
         self.label_token_ids = torch.tensor(first)
 
+    def verbalizer_words(self) -> dict[str, str]:
+        return dict(zip(self.label_names, self.words))
+
     def scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Class scores [B, classes]: the LM's logits for each label word at the answer position."""
         input_ids, attention_mask = left_align(input_ids, attention_mask)

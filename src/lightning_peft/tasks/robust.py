@@ -72,6 +72,8 @@ class RobustPrompt(Task):
         divergence: "kl" (symmetric KL) or "js" (Jensen-Shannon) between the two class distributions.
     """
 
+    needs_templates = True
+
     def __init__(self, task: Task, weight: float = 1.0, divergence: Divergence = "kl") -> None:
         if not isinstance(task, ClassScoring):
             raise TaskConfigError(
@@ -92,6 +94,9 @@ class RobustPrompt(Task):
     @property
     def needs_labels(self) -> bool:
         return self.task.needs_labels
+
+    def verbalizer_words(self) -> dict[str, str] | None:
+        return self.task.verbalizer_words()
 
     def bind(self, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> None:
         self.task.bind(tokenizer, label_names)
