@@ -66,29 +66,41 @@ def norms(base, iapt_args: dict, data) -> None:
     layers = base.model.layers
     handles = [layer.register_forward_pre_hook(lambda m, a, kw, i=i: seen.__setitem__(i, (a[0] if a else kw["hidden_states"]).clone()),
                                                with_kwargs=True) for i, layer in enumerate(layers)]
-    base(input_ids=ids, attention_mask=mask)  # right-padded: column 0 is every row's first token
+    base.set_attn_implementation("eager")  # attention weights for the sink columns below
+    out = base(input_ids=ids, attention_mask=mask, output_attentions=True)  # right-padded: column 0 is every row's first token
     plain = dict(seen)
+    queries = mask[:, None, 1:, None].float()  # the real tokens after the first
+
+    def on(weights):  # [B, heads, queries] -> mean over heads and real queries
+        return ((weights * queries[..., 0]).sum() / (queries.sum() * weights.shape[1])).item()
+
+    sink = [on(a[:, :, 1:, 0]) for a in out.attentions]  # weight of later real tokens on position 0
     for handle in handles:
         handle.remove()
     adapted = IAPT(**iapt_args).apply(base)
     k = adapted.model.num_tokens
     handles = [layer.register_forward_pre_hook(lambda m, a, kw, i=i: seen.__setitem__(i, (a[0] if a else kw["hidden_states"]).clone()),
                                                with_kwargs=True) for i, layer in enumerate(layers)]
-    adapted.model(input_ids=ids, attention_mask=mask)  # the hooks above run after IAPT's: they see the prompt
+    out = adapted.model(input_ids=ids, attention_mask=mask, output_attentions=True)  # these hooks run after IAPT's
+    # mean weight of the real tokens' queries on the k prompt positions, and on the first real token
+    sink_prompt = [on(a[:, :, k + 1:, :k].sum(-1)) for a in out.attentions]
+    sink_first = [on(a[:, :, k + 1:, k]) for a in out.attentions]
     for handle in handles:
         handle.remove()
     adapted.model.remove_hooks()
+    base.set_attn_implementation("sdpa")
     real = mask.bool()
     rows = []
     print("base: first token (tok0) and the other real tokens (rest); IAPT: its k prompt positions and the first real token")
     print(f"{'layer':>5} {'rms tok0':>9} {'max|tok0|':>9} {'rms rest':>9} {'max|rest|':>9} {'rms prompt':>10} "
-          f"{'max|prompt|':>11} {'max|tok0| IAPT':>14}")
+          f"{'max|prompt|':>11} {'max|tok0| IAPT':>14} {'attn->tok0':>10} {'IAPT attn->prompt':>17} {'IAPT attn->tok0':>15}")
     for i in range(len(layers)):
         h = plain[i]
         first, rest = h[:, 0], h[:, 1:][real[:, 1:]]
         p, shifted = seen[i][:, :k], seen[i][:, k]
         row = [first.pow(2).mean().sqrt().item(), first.abs().max().item(), rest.pow(2).mean().sqrt().item(),
-               rest.abs().max().item(), p.pow(2).mean().sqrt().item(), p.abs().max().item(), shifted.abs().max().item()]
+               rest.abs().max().item(), p.pow(2).mean().sqrt().item(), p.abs().max().item(), shifted.abs().max().item(),
+               sink[i], sink_prompt[i], sink_first[i]]
         rows.append(row)
         print(f"{i:>5} " + " ".join(f"{v:>9.3g}" for v in row))
     print(json.dumps({"iapt": iapt_args, "rows": rows}))
