@@ -10,13 +10,30 @@ to each input while the backbone stays frozen.
 
 How it is wired here (our decisions; the paper does not pin them down):
 
-- The wrapper (`IAPTModel`, a `PromptedModel`) prepends k placeholder positions to the input
-  embeddings; a forward pre-hook on each layer overwrites the hidden states at those k positions
-  with the layer's generated prompt, computed from the layer's *incoming* hidden states at the
-  instruction positions. Layer 0's prompt comes from the instruction's embeddings, so the
-  placeholder values are never read. The generator thus reads the instruction's states "right
-  before the layer" in the same pass (unverified: the paper might read them from a separate
-  prompt-free pass).
+- The wrapper (`IAPTModel`, a `PromptedModel`) prepends k prompt positions to the input
+  embeddings. A forward pre-hook on each layer computes the layer's generated prompt from the
+  layer's *incoming* hidden states at the instruction positions and writes it into those k
+  positions. The generator thus reads the instruction's states "right before the layer" in the
+  same pass (unverified: the paper might read them from a separate prompt-free pass).
+- Residual form (default, ``residual=True``; ours): the prompt positions start as the embeddings
+  of k real tokens (``init_text``, else random vocabulary tokens; a trained ``start`` [k, d]) and
+  travel through the layers like tokens; each layer's generator *adds* its output to the states
+  there, and its up-projection starts at zero. At step 0 the model is therefore exactly the base
+  reading k tokens in front of the input, and the generators grow from there. Whether the paper
+  adds to or replaces the prompt positions' states, and how it initialises the generators, is
+  not stated in what we could read (the abstract): unverified.
+  ``residual=False`` is the form we had first, closer to deep prompt tuning: each layer's prompt
+  *replaces* the states at those positions (default-initialised up-projection, no start vectors).
+  On SmolLM2-135M it did not learn (docs/methods/iapt.md, "What we found"): the replaced positions
+  hold vectors of RMS ~0.16 at every layer while the other tokens' RMS is 2-29, and the base's
+  first position carries a massive activation (max |h| ~24,000 from layer 12 on) on which later
+  tokens put 44-88% of their attention in most layers; with the prompt at position 0, overwritten
+  at every layer, neither the prompt nor the first real token carries that activation any more and
+  the attention lands on the generated vectors instead, so at step 0 the test loss was 3.11
+  against the base's 1.64. In the residual form the prompt positions develop the activation.
+- ``scale_to_hidden`` (ours): multiply the generator's output by the RMS of the layer's
+  incoming hidden states over the instruction (not trained through), so one learning rate
+  suits layers whose residual streams differ in scale (RMS ~0.1 at layer 0, ~29 at layer 29).
 - Instruction positions: real tokens (`attention_mask`) that carry no loss (`labels == -100`
   when token labels are given), so an SFT response never leaks into the prompt. Without token
   labels (classification, generation) the whole input is the instruction.
@@ -292,7 +309,7 @@ class IAPT:
         from lightning_peft.methods.iapt import IAPT
         adapted = IAPT(num_tokens=4, bottleneck=32).apply(AutoModelForCausalLM.from_pretrained(path))
         adapted.model(input_ids=ids, attention_mask=mask)   # an IAPTModel; the base stays frozen
-        adapted.groups["prompt"]                            # every generator parameter
+        adapted.groups["prompt"]                            # every generator parameter and the start vectors
 
     Args:
         num_tokens: Soft tokens generated per layer (paper: 4).
@@ -302,6 +319,16 @@ class IAPT:
         rational_degrees: (m, n) degrees of the rational activation's numerator and denominator.
         rational_init: Initial shape of the rational activation: "gelu" (fitted) or "identity" (exact).
         normalize_input: Layer-normalise (no learned scale) the hidden states before the down-projection.
+        residual: Add each layer's generated prompt to the states at the k prompt positions, which start
+            as token embeddings (trained, group "prompt"), with zero-initialised up-projections, so the
+            model starts as the base reading k tokens first (ours; default). False: each layer's prompt
+            replaces those states (the earlier form; it did not learn on SmolLM2, see the module docstring).
+        scale_to_hidden: Multiply each generated prompt by the RMS of the layer's incoming hidden
+            states over the instruction (ours; off by default).
+        init_text: With `residual`, the prompt positions start as the embeddings of this text's first
+            k tokens (tiled when shorter), e.g. a task instruction; none: k random vocabulary tokens.
+        tokenizer: Tokenizer for `init_text`: a loaded tokenizer or a name / folder (zoo short names
+            work); none: the model's own folder (the soft-prompt module passes the run's tokenizer).
         modules_to_save: Base modules trained in full besides the generators (e.g. a new head).
     """
 
