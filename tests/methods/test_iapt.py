@@ -9,7 +9,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassificati
 
 from lightning_peft import zoo
 from lightning_peft.methods.base import MethodConfigError
-from lightning_peft.methods.iapt import IAPT, IAPTModel, RationalActivation, fit_rational
+from lightning_peft.methods.iapt import IAPT, IAPTModel, RationalActivation, fit_rational, instruction_rms
 from lightning_peft.tasks.classification import VerbalizerClassification
 from tests.conftest import tiny_causal_lm
 
@@ -27,6 +27,14 @@ def _sft_batch():
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, :INSTRUCTION] = -100
     return ids, mask, labels
+
+
+def _move_off_init(adapted, scale=0.3):
+    """Move every trained parameter away from its start (the residual form's up-projection starts at zero)."""
+    with torch.no_grad():
+        for p in adapted.groups["prompt"].values():
+            p.add_(torch.randn_like(p) * scale)
+    return adapted
 
 
 def _layer_prompts(adapted, **inputs):
@@ -53,13 +61,88 @@ def test_forward_backward_trains_every_generator_and_no_base_weight(name):
     assert torch.isfinite(loss)
     assert set(adapted.groups) == {"prompt"}
     assert len(adapted.model.generators) == len(adapted.model.layers) == 2
+    # At init the up-projections are zero, so only they and the start vectors get a gradient ...
+    grads = {name: p.grad is not None and p.grad.abs().sum() > 0 for name, p in adapted.groups["prompt"].items()}
+    assert {name for name, nonzero in grads.items() if nonzero} == {
+        name for name in grads if name == "start" or ".up." in name}
+    # ... and after one step every generator parameter does.
+    torch.optim.SGD(adapted.groups["prompt"].values(), lr=0.1).step()
+    adapted.model.zero_grad()
+    adapted.model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapted.groups["prompt"].values())
     assert not any(p.requires_grad or p.grad is not None for p in base.parameters())
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
-def test_prompt_depends_on_instruction_not_on_response(name):
-    adapted = IAPT(num_tokens=K, bottleneck=8).apply(_base(name))
+def test_overwrite_form_trains_every_generator_from_the_first_step(name):
+    """residual=False: the earlier form, each layer's prompt replaces the positions' states (nothing starts at zero)."""
+    base = _base(name)
+    adapted = IAPT(num_tokens=K, bottleneck=8, residual=False).apply(base)
+    ids, mask, labels = _sft_batch()
+    adapted.model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    assert adapted.model.start is None and "start" not in adapted.groups["prompt"]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapted.groups["prompt"].values())
+    prompts = _layer_prompts(adapted, input_ids=ids, attention_mask=mask, labels=labels)
+    instruction = adapted.model.instruction_mask(*ids.shape, ids.device, mask, labels)
+    if name != "tiny-llama":
+        return  # GPT-2's first layer reads embeddings plus position embeddings
+    with torch.no_grad():  # layer 0 reads exactly its generator's output from the embeddings
+        embeds = torch.cat([torch.zeros(2, K, 64), base.get_input_embeddings()(ids)], dim=1)
+        torch.testing.assert_close(prompts[0], adapted.model.generators[0](embeds, instruction))
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_at_init_the_model_is_the_base_reading_the_start_tokens(name):
+    """Residual form at init: zero up-projections, so every layer sees what the base sees with the start text in front."""
+    base = _base(name).eval()
+    text = "Classify the question:"
+    adapted = IAPT(num_tokens=K, bottleneck=8, init_text=text, tokenizer="tiny-llama").apply(base)
+    token_ids = zoo.load_tokenizer("tiny-llama")(text, add_special_tokens=False)["input_ids"]
+    start_ids = torch.tensor((token_ids * K)[:K])
+    ids, _, _ = _sft_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.model.start, base.get_input_embeddings()(start_ids), rtol=0, atol=0)
+        expected = base(input_ids=torch.cat([start_ids.expand(2, K), ids], dim=1)).logits
+        got = adapted.model(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    _move_off_init(adapted)
+    with torch.no_grad():
+        assert not torch.allclose(adapted.model(input_ids=ids).logits, expected, atol=1e-3)
+
+
+def test_scale_to_hidden_multiplies_by_the_instruction_rms():
+    hidden = torch.randn(2, 6, 8)
+    instruction = torch.tensor([[False, True, True, False, False, False], [False] * 6])
+    rms = instruction_rms(hidden, instruction)
+    torch.testing.assert_close(rms[0, 0, 0], hidden[0, 1:3].square().mean().sqrt())
+    assert rms.shape == (2, 1, 1) and rms[1, 0, 0] == 1
+    base = tiny_causal_lm()
+    ids, mask, labels = _sft_batch()
+    plain = _move_off_init(IAPT(bottleneck=8).apply(base))
+    seen = _layer_prompts(plain, input_ids=ids, attention_mask=mask)
+    state = plain.model.soft_prompt_state()
+    plain.model.remove_hooks()
+    scaled = IAPT(bottleneck=8, scale_to_hidden=True).apply(base)
+    with torch.no_grad():
+        for name, p in scaled.groups["prompt"].items():
+            p.copy_(state[name])
+    seen_scaled = _layer_prompts(scaled, input_ids=ids, attention_mask=mask)
+    assert not torch.allclose(seen[1], seen_scaled[1])
+    torch.testing.assert_close(seen[0] - scaled.model.start, (seen_scaled[0] - scaled.model.start) / rms_layer0(
+        base, ids, mask, scaled.model), rtol=1e-4, atol=1e-5)
+
+
+def rms_layer0(base, ids, mask, wrapper):
+    """The instruction RMS layer 0's hook sees: that of the input embeddings at the real tokens."""
+    embeds = base.get_input_embeddings()(ids)
+    instruction = wrapper.instruction_mask(*ids.shape, ids.device, mask, None)[:, K:]
+    return instruction_rms(embeds, instruction)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_prompt_depends_on_instruction_not_on_response(name, residual):
+    adapted = _move_off_init(IAPT(num_tokens=K, bottleneck=8, residual=residual).apply(_base(name)))
     ids, mask, labels = _sft_batch()
     reference = _layer_prompts(adapted, input_ids=ids, attention_mask=mask, labels=labels)
     response_changed, instruction_changed = ids.clone(), ids.clone()
@@ -76,10 +159,13 @@ def test_prompt_depends_on_instruction_not_on_response(name):
 def test_layers_get_different_prompts_unless_shared():
     ids, mask, labels = _sft_batch()
     torch.manual_seed(0)
-    separate = _layer_prompts(IAPT(bottleneck=8).apply(tiny_causal_lm()), input_ids=ids, attention_mask=mask)
+    separate = _layer_prompts(_move_off_init(IAPT(bottleneck=8).apply(tiny_causal_lm())), input_ids=ids, attention_mask=mask)
     shared_adapted = IAPT(bottleneck=8, share_generators=True).apply(tiny_causal_lm())
     assert len(shared_adapted.model.generators) == 1
-    assert shared_adapted.num_trainable() * 2 == IAPT(bottleneck=8).apply(tiny_causal_lm()).num_trainable()
+    def generator_parameters(adapted):
+        return sum(p.numel() for p in adapted.model.generators.parameters())
+
+    assert generator_parameters(shared_adapted) * 2 == generator_parameters(IAPT(bottleneck=8).apply(tiny_causal_lm()))
     assert not torch.allclose(separate[0], separate[1])
 
 
@@ -190,7 +276,8 @@ def test_wrapper_records_how_to_rebuild_it():
     assert isinstance(wrapper, IAPTModel)
     assert wrapper.method_config == {"class_path": "lightning_peft.methods.iapt.IAPT", "init_args": {
         "num_tokens": 2, "bottleneck": 8, "share_generators": False, "rational_degrees": [3, 2],
-        "rational_init": "gelu", "normalize_input": True, "modules_to_save": ["score"]}}
+        "rational_init": "gelu", "normalize_input": True, "residual": True, "scale_to_hidden": False,
+        "modules_to_save": ["score"]}}
     assert wrapper.head_names == ["score.weight"]
     assert set(wrapper.soft_prompt_state()) == {n for n, p in wrapper.named_parameters() if p.requires_grad}
 

@@ -10,13 +10,31 @@ to each input while the backbone stays frozen.
 
 How it is wired here (our decisions; the paper does not pin them down):
 
-- The wrapper (`IAPTModel`, a `PromptedModel`) prepends k placeholder positions to the input
-  embeddings; a forward pre-hook on each layer overwrites the hidden states at those k positions
-  with the layer's generated prompt, computed from the layer's *incoming* hidden states at the
-  instruction positions. Layer 0's prompt comes from the instruction's embeddings, so the
-  placeholder values are never read. The generator thus reads the instruction's states "right
-  before the layer" in the same pass (unverified: the paper might read them from a separate
-  prompt-free pass).
+- The wrapper (`IAPTModel`, a `PromptedModel`) prepends k prompt positions to the input
+  embeddings. A forward pre-hook on each layer computes the layer's generated prompt from the
+  layer's *incoming* hidden states at the instruction positions and writes it into those k
+  positions. The generator thus reads the instruction's states "right before the layer" in the
+  same pass (unverified: the paper might read them from a separate prompt-free pass).
+- Residual form (default, ``residual=True``; ours): the prompt positions start as the embeddings
+  of k real tokens (``init_text``, else random vocabulary tokens; a trained ``start`` [k, d]) and
+  travel through the layers like tokens; each layer's generator *adds* its output to the states
+  there, and its up-projection starts at zero. At step 0 the model is therefore exactly the base
+  reading k tokens in front of the input, and the generators grow from there. Whether the paper
+  adds to or replaces the prompt positions' states, and how it initialises the generators, is
+  not stated in what we could read (the abstract): unverified.
+  ``residual=False`` is the form we had first, closer to deep prompt tuning: each layer's prompt
+  *replaces* the states at those positions (default-initialised up-projection, no start vectors).
+  On SmolLM2-135M it did not learn (docs/methods/iapt.md, "What we found"): the replaced positions
+  hold vectors of RMS ~0.16 at every layer while the other tokens' RMS is 2-29, and the base's
+  first position carries a massive activation (max |h| ~24,000 from layer 12 on) on which later
+  tokens put 44-88% of their attention in most layers; with the prompt at position 0, overwritten
+  at every layer, neither the prompt nor the first real token carries that activation any more and
+  the attention lands on the generated vectors instead, so at step 0 the test loss was 3.11
+  against the base's 1.64. In the residual form the prompt positions develop the activation.
+- ``scale_to_hidden`` (ours): multiply the generator's output by the RMS of the layer's
+  incoming hidden states over the instruction (not trained through), so one learning rate
+  suits layers whose residual streams differ in scale (RMS ~0.1 at layer 0, ~29 at layer 29).
+  Off by default: on SmolLM2 / TREC-6 it was not better in the benchmark's runs.
 - Instruction positions: real tokens (`attention_mask`) that carry no loss (`labels == -100`
   when token labels are given), so an SFT response never leaks into the prompt. Without token
   labels (classification, generation) the whole input is the instruction.
@@ -39,6 +57,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from .base import Adapted, MethodConfigError, freeze, trainable_groups
 from ..constants import IGNORE_INDEX
@@ -127,7 +146,7 @@ class PromptGenerator(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_tokens: int, bottleneck: int, degrees: tuple[int, int],
-                 rational_init: RationalInit, normalize_input: bool) -> None:
+                 rational_init: RationalInit, normalize_input: bool, zero_up: bool = False) -> None:
         super().__init__()
         self.normalize_input = normalize_input
         self.down = nn.Linear(hidden_size, bottleneck)
@@ -135,6 +154,9 @@ class PromptGenerator(nn.Module):
         self.queries = nn.Parameter(torch.randn(num_tokens, bottleneck) * 0.02)
         self.activation = RationalActivation(*degrees, init=rational_init)
         self.up = nn.Linear(bottleneck, hidden_size)
+        if zero_up:  # the generator starts by writing nothing (residual form: the model starts as the base)
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
 
     def forward(self, hidden: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
         if self.normalize_input:
@@ -144,6 +166,14 @@ class PromptGenerator(nn.Module):
         scores = scores.masked_fill(~instruction[:, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # all -inf (no instruction) -> zeros
         return self.up(self.activation(weights @ states))
+
+
+def instruction_rms(hidden: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+    """[B, 1, 1] root mean square of each row's hidden states over its instruction positions (1 where none)."""
+    mask = instruction[..., None].to(hidden.dtype)
+    count = mask.sum(dim=(1, 2), keepdim=True) * hidden.shape[-1]
+    mean_square = (hidden.square() * mask).sum(dim=(1, 2), keepdim=True) / count.clamp(min=1)
+    return torch.where(count > 0, mean_square.sqrt(), torch.ones_like(mean_square))
 
 
 class _LayerHook:
@@ -165,6 +195,10 @@ class _LayerHook:
             return None  # not the wrapper's sequence (e.g. a decoder layer with a shared class)
         generator = owner.generator(self.index)
         prompt = generator(hidden.to(generator.queries.dtype), owner.instruction).to(hidden.dtype)
+        if owner.scale_to_hidden:  # the generator's output in units of this layer's residual-stream RMS
+            prompt = prompt * instruction_rms(hidden.detach(), owner.instruction)
+        if owner.residual:
+            prompt = hidden[:, : owner.num_tokens] + prompt
         hidden = torch.cat([prompt, hidden[:, owner.num_tokens :]], dim=1)
         if args:
             return (hidden, *args[1:]), kwargs
@@ -180,18 +214,26 @@ class IAPTModel(PromptedModel):
     """
 
     def __init__(self, base: nn.Module, num_tokens: int, bottleneck: int, share_generators: bool,
-                 rational_degrees: tuple[int, int], rational_init: RationalInit, normalize_input: bool) -> None:
+                 rational_degrees: tuple[int, int], rational_init: RationalInit, normalize_input: bool,
+                 residual: bool = True, scale_to_hidden: bool = False, start: torch.Tensor | None = None) -> None:
         super().__init__(base)
-        self.num_tokens = num_tokens
+        self.num_tokens, self.residual, self.scale_to_hidden = num_tokens, residual, scale_to_hidden
         stack = base.get_encoder() if is_encoder_decoder(base) else base
         self.layers = list(transformer_layers(stack))  # a plain list: the base already registers them
         hidden_size = base.get_input_embeddings().embedding_dim
         count = 1 if share_generators else len(self.layers)
         device = base.get_input_embeddings().weight.device
         self.generators = nn.ModuleList(
-            PromptGenerator(hidden_size, num_tokens, bottleneck, tuple(rational_degrees), rational_init, normalize_input)
+            PromptGenerator(hidden_size, num_tokens, bottleneck, tuple(rational_degrees), rational_init, normalize_input,
+                            zero_up=residual)
             for _ in range(count)
         ).to(device)
+        # What the k prompt positions hold before the first layer: with `residual` the layers process
+        # them like tokens and the generators add to them; without it layer 0's hook overwrites them.
+        self.start: nn.Parameter | None = None
+        if residual:
+            start = torch.zeros(num_tokens, hidden_size) if start is None else start.detach().float().clone()
+            self.start = nn.Parameter(start.to(device))
         self.instruction: torch.Tensor | None = None  # [B, k + L] bool, set only while forward runs
         handles = [layer.register_forward_pre_hook(_LayerHook(self, i), with_kwargs=True) for i, layer in enumerate(self.layers)]
         self._finalizer = weakref.finalize(self, _remove, handles)
@@ -205,9 +247,11 @@ class IAPTModel(PromptedModel):
         return self.base
 
     def prompt(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None):
-        """Placeholders: every layer's hook overwrites them before they are read."""
-        placeholder = inputs_embeds.new_zeros(inputs_embeds.shape[0], self.num_tokens, inputs_embeds.shape[-1])
-        return placeholder, inputs_embeds
+        """The k start vectors (with `residual`) or placeholders that layer 0's hook overwrites."""
+        if self.start is None:
+            return inputs_embeds.new_zeros(inputs_embeds.shape[0], self.num_tokens, inputs_embeds.shape[-1]), inputs_embeds
+        start = self.start.to(inputs_embeds.dtype)
+        return start.expand(inputs_embeds.shape[0], *start.shape), inputs_embeds
 
     def instruction_mask(self, batch: int, length: int, device: torch.device, attention_mask: torch.Tensor | None,
                          labels: torch.Tensor | None) -> torch.Tensor:
@@ -245,6 +289,26 @@ class IAPTModel(PromptedModel):
             self.instruction = None
 
 
+def start_embeddings(model: nn.Module, k: int, init_text: str | None,
+                     tokenizer: str | PreTrainedTokenizerBase | None) -> torch.Tensor:
+    """[k, d] start vectors of the prompt positions: the embeddings of `init_text`'s first k tokens (tiled when
+    shorter), else of k random vocabulary tokens (global RNG)."""
+    embeddings = model.get_input_embeddings()
+    if init_text:
+        if tokenizer is None or isinstance(tokenizer, str):
+            from .. import zoo
+
+            tokenizer = zoo.load_tokenizer(tokenizer or model.name_or_path)
+        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise MethodConfigError(f"IAPT init_text {init_text!r} tokenizes to nothing; give a non-empty text or none.")
+        ids = torch.tensor((ids * math.ceil(k / len(ids)))[:k])
+    else:
+        ids = torch.randint(0, embeddings.weight.shape[0], (k,))
+    with torch.no_grad():
+        return embeddings(ids.to(embeddings.weight.device)).float()
+
+
 def _remove(handles) -> None:
     for handle in handles:
         handle.remove()
@@ -259,7 +323,7 @@ class IAPT(PromptedMethod):
         from lightning_peft.methods.iapt import IAPT
         adapted = IAPT(num_tokens=4, bottleneck=32).apply(AutoModelForCausalLM.from_pretrained(path))
         adapted.model(input_ids=ids, attention_mask=mask)   # an IAPTModel; the base stays frozen
-        adapted.groups["prompt"]                            # every generator parameter
+        adapted.groups["prompt"]                            # every generator parameter and the start vectors
 
     Args:
         num_tokens: Soft tokens generated per layer (paper: 4).
@@ -269,6 +333,16 @@ class IAPT(PromptedMethod):
         rational_degrees: (m, n) degrees of the rational activation's numerator and denominator.
         rational_init: Initial shape of the rational activation: "gelu" (fitted) or "identity" (exact).
         normalize_input: Layer-normalise (no learned scale) the hidden states before the down-projection.
+        residual: Add each layer's generated prompt to the states at the k prompt positions, which start
+            as token embeddings (trained, group "prompt"), with zero-initialised up-projections, so the
+            model starts as the base reading k tokens first (ours; default). False: each layer's prompt
+            replaces those states (the earlier form; it did not learn on SmolLM2, see the module docstring).
+        scale_to_hidden: Multiply each generated prompt by the RMS of the layer's incoming hidden
+            states over the instruction (ours; off by default).
+        init_text: With `residual`, the prompt positions start as the embeddings of this text's first
+            k tokens (tiled when shorter), e.g. a task instruction; none: k random vocabulary tokens.
+        tokenizer: Tokenizer for `init_text`: a loaded tokenizer or a name / folder (zoo short names
+            work); none: the model's own folder (the soft-prompt module passes the run's tokenizer).
         modules_to_save: Base modules trained in full besides the generators (e.g. a new head).
     """
 
@@ -280,6 +354,10 @@ class IAPT(PromptedMethod):
         rational_degrees: tuple[int, int] = (5, 4),
         rational_init: RationalInit = "gelu",
         normalize_input: bool = True,
+        residual: bool = True,
+        scale_to_hidden: bool = False,
+        init_text: str | None = None,
+        tokenizer: str | PreTrainedTokenizerBase | None = None,
         modules_to_save: list[str] | None = None,
     ) -> None:
         if num_tokens < 1:
@@ -293,6 +371,8 @@ class IAPT(PromptedMethod):
             raise MethodConfigError(f"IAPT rational_init={rational_init!r} must be 'gelu' or 'identity'.")
         self.num_tokens, self.bottleneck, self.share_generators = num_tokens, bottleneck, share_generators
         self.rational_degrees, self.rational_init, self.normalize_input = degrees, rational_init, normalize_input
+        self.residual, self.scale_to_hidden = residual, scale_to_hidden
+        self.init_text, self.tokenizer = init_text, tokenizer
         self.modules_to_save = list(modules_to_save or [])
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
@@ -310,9 +390,10 @@ class IAPT(PromptedMethod):
         for path, module in model.named_modules():
             if path in save or path.rsplit(".", 1)[-1] in save:
                 module.requires_grad_(True)
+        start = start_embeddings(model, self.num_tokens, self.init_text, self.tokenizer) if self.residual else None
         wrapper = IAPTModel(model, self.num_tokens, self.bottleneck, self.share_generators, self.rational_degrees,
-                            self.rational_init, self.normalize_input)
-        groups = trainable_groups(wrapper, lambda name: "prompt" if name.startswith("generators.") else "head")
+                            self.rational_init, self.normalize_input, self.residual, self.scale_to_hidden, start)
+        groups = trainable_groups(wrapper, lambda name: "head" if name.startswith("base.") else "prompt")
         wrapper.head_names = [name.removeprefix("base.") for name in groups.get("head", {})]
         wrapper.method_config = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}",
                                  "init_args": self.init_args(save)}
@@ -322,4 +403,6 @@ class IAPT(PromptedMethod):
         """Constructor arguments that rebuild the same generators (and heads) on a base: saved with an export."""
         return {"num_tokens": self.num_tokens, "bottleneck": self.bottleneck, "share_generators": self.share_generators,
                 "rational_degrees": list(self.rational_degrees), "rational_init": self.rational_init,
-                "normalize_input": self.normalize_input, "modules_to_save": list(modules_to_save)}
+                "normalize_input": self.normalize_input, "residual": self.residual,
+                "scale_to_hidden": self.scale_to_hidden, "modules_to_save": list(modules_to_save)}
+                # init_text is left out: the start vectors travel with the weights, and a reload needs no tokenizer
