@@ -141,7 +141,18 @@ class MethodBase(ABC):
 class SoftPromptMethod(MethodBase):
     """Family base of the soft-prompt methods (prompt / prefix tuning, DePT, EPT, IAPT): the base stays
     frozen and the method trains vectors the model reads alongside its input. `SoftPromptModule`
-    accepts any subclass."""
+    accepts any subclass.
+
+    Methods that start their vectors from text (`init_text`) tokenize it with `tokenizer`: a name
+    or folder, a loaded tokenizer, or None for the run's (bound before `apply`).
+    """
+
+    tokenizer: str | PreTrainedTokenizerBase | None = None
+
+    def bind(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Text initialisation reads the run's tokenizer unless one was named."""
+        if self.tokenizer is None:
+            self.tokenizer = tokenizer
 
 
 class SelectiveMethod(MethodBase):

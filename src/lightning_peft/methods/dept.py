@@ -27,52 +27,13 @@ from transformers import PreTrainedTokenizerBase
 
 from ..constants import IGNORE_INDEX
 from .base import Adapted, MethodConfigError, freeze
-from .prompt_inputs import PromptedModel, is_encoder_decoder
+from .prompt_inputs import PromptedModel, initial_prompt, is_encoder_decoder
 from .soft_prompt_io import PromptedMethod
 from .targets import check_targets
 
 
 class InputTooLongError(ValueError):
     """An input has more tokens than the `max_length` the DePT offset was built for."""
-
-
-def input_embeddings(model: nn.Module, method: str) -> nn.Module:
-    """The model's token-embedding module, or one clear error when it has none."""
-    try:
-        embeddings = model.get_input_embeddings()
-    except (AttributeError, NotImplementedError):
-        embeddings = None
-    weight = getattr(embeddings, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        raise MethodConfigError(
-            f"{method} adds to the input token embeddings, but {type(model).__name__} exposes none through "
-            "get_input_embeddings(); use a transformers model with token inputs, or LoRA / prefix tuning instead."
-        )
-    return embeddings
-
-
-def initial_prompt(
-    model: nn.Module, length: int, init_text: str | None, tokenizer: str | PreTrainedTokenizerBase | None
-) -> torch.Tensor:
-    """[length, d] start values: the embeddings of `init_text` tiled / truncated, else of random vocabulary tokens.
-
-    The text is tokenized without special tokens (the reference keeps them, e.g. T5's ``</s>``).
-    """
-    embeddings = input_embeddings(model, "DePT")
-    vocab = embeddings.weight.shape[0]
-    if init_text:
-        if tokenizer is None or isinstance(tokenizer, str):
-            from .. import zoo
-
-            tokenizer = zoo.load_tokenizer(tokenizer or model.name_or_path)
-        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise MethodConfigError(f"init_text {init_text!r} tokenizes to nothing; give a non-empty text or none.")
-        ids = torch.tensor((ids * math.ceil(length / len(ids)))[:length])
-    else:
-        ids = torch.randint(0, vocab, (length,))
-    with torch.no_grad():
-        return embeddings(ids.to(embeddings.weight.device)).detach().float().clone()
 
 
 class DePTModel(PromptedModel):
@@ -212,11 +173,6 @@ class DePT(PromptedMethod):
         """The offset covers s = `max_length` positions; longer inputs are refused, never truncated."""
         return self.max_length
 
-    def bind(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """`init_text` is tokenized with the run's tokenizer unless one was named."""
-        if self.tokenizer is None:
-            self.tokenizer = tokenizer
-
     @staticmethod
     def matching_budget(prompt_tokens: int, hidden_size: int, max_length: int, num_virtual_tokens: int) -> int:
         """The largest rank r with m*d + s*r + r*d <= prompt_tokens*d: DePT at the budget of vanilla prompt tuning.
@@ -248,7 +204,7 @@ class DePT(PromptedMethod):
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
         """Freeze `model`, wrap it, and return the wrapper with groups "prompt", "lowrank" (and "head")."""
-        prompt = initial_prompt(model, self.num_virtual_tokens, self.init_text, self.tokenizer)
+        prompt = initial_prompt(model, self.num_virtual_tokens, self.init_text, self.tokenizer, type(self).__name__)
         save = sorted(set(self.modules_to_save) | set(modules_to_save or []))
         check_targets(model, save, what="modules_to_save") if save else None
         freeze(model)

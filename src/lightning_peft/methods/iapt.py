@@ -59,9 +59,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from .base import Adapted, MethodConfigError, freeze, trainable_groups
 from ..constants import IGNORE_INDEX
-from .prompt_inputs import PromptedModel, is_encoder_decoder, left_align_rows, pools_last_token
+from .base import Adapted, MethodConfigError, freeze, trainable_groups
+from .prompt_inputs import PromptedModel, initial_prompt, is_encoder_decoder, left_align_rows, pools_last_token
 from .selective import transformer_layers
 from .soft_prompt_io import PromptedMethod
 from .targets import check_targets
@@ -289,26 +289,6 @@ class IAPTModel(PromptedModel):
             self.instruction = None
 
 
-def start_embeddings(model: nn.Module, k: int, init_text: str | None,
-                     tokenizer: str | PreTrainedTokenizerBase | None) -> torch.Tensor:
-    """[k, d] start vectors of the prompt positions: the embeddings of `init_text`'s first k tokens (tiled when
-    shorter), else of k random vocabulary tokens (global RNG)."""
-    embeddings = model.get_input_embeddings()
-    if init_text:
-        if tokenizer is None or isinstance(tokenizer, str):
-            from .. import zoo
-
-            tokenizer = zoo.load_tokenizer(tokenizer or model.name_or_path)
-        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise MethodConfigError(f"IAPT init_text {init_text!r} tokenizes to nothing; give a non-empty text or none.")
-        ids = torch.tensor((ids * math.ceil(k / len(ids)))[:k])
-    else:
-        ids = torch.randint(0, embeddings.weight.shape[0], (k,))
-    with torch.no_grad():
-        return embeddings(ids.to(embeddings.weight.device)).float()
-
-
 def _remove(handles) -> None:
     for handle in handles:
         handle.remove()
@@ -342,7 +322,7 @@ class IAPT(PromptedMethod):
         init_text: With `residual`, the prompt positions start as the embeddings of this text's first
             k tokens (tiled when shorter), e.g. a task instruction; none: k random vocabulary tokens.
         tokenizer: Tokenizer for `init_text`: a loaded tokenizer or a name / folder (zoo short names
-            work); none: the model's own folder (the soft-prompt module passes the run's tokenizer).
+            work); none: the run's tokenizer, bound by the module (without a module: the model's own folder).
         modules_to_save: Base modules trained in full besides the generators (e.g. a new head).
     """
 
@@ -390,7 +370,7 @@ class IAPT(PromptedMethod):
         for path, module in model.named_modules():
             if path in save or path.rsplit(".", 1)[-1] in save:
                 module.requires_grad_(True)
-        start = start_embeddings(model, self.num_tokens, self.init_text, self.tokenizer) if self.residual else None
+        start = initial_prompt(model, self.num_tokens, self.init_text, self.tokenizer, "IAPT") if self.residual else None
         wrapper = IAPTModel(model, self.num_tokens, self.bottleneck, self.share_generators, self.rational_degrees,
                             self.rational_init, self.normalize_input, self.residual, self.scale_to_hidden, start)
         groups = trainable_groups(wrapper, lambda name: "head" if name.startswith("base.") else "prompt")

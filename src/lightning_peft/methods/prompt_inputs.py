@@ -31,11 +31,14 @@ the last real token's.
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from ..constants import IGNORE_INDEX
+from .base import MethodConfigError
 
 
 def _accepts(module: nn.Module, name: str) -> bool:
@@ -120,6 +123,47 @@ def prepend_to_inputs(
             labels = torch.cat([torch.full((batch, k), IGNORE_INDEX, dtype=labels.dtype, device=labels.device), labels], 1)
         kwargs["labels"] = labels
     return kwargs
+
+
+def input_embeddings(model: nn.Module, method: str) -> nn.Module:
+    """The model's token-embedding module, or one clear error when it has none."""
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        embeddings = None
+    weight = getattr(embeddings, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise MethodConfigError(
+            f"{method} adds to the input token embeddings, but {type(model).__name__} exposes none through "
+            "get_input_embeddings(); use a transformers model with token inputs, or LoRA / prefix tuning instead."
+        )
+    return embeddings
+
+
+def initial_prompt(
+    model: nn.Module, length: int, init_text: str | None, tokenizer: str | PreTrainedTokenizerBase | None, method: str
+) -> torch.Tensor:
+    """[length, d] start values of soft-prompt vectors (DePT's short prompt, IAPT's prompt positions): the
+    embeddings of `init_text` tiled / truncated, else of random vocabulary tokens (global RNG).
+
+    The text is tokenized without special tokens (the reference keeps them, e.g. T5's ``</s>``);
+    `tokenizer` may be a name (zoo short names work) or None for the model's own folder.
+    """
+    embeddings = input_embeddings(model, method)
+    vocab = embeddings.weight.shape[0]
+    if init_text:
+        if tokenizer is None or isinstance(tokenizer, str):
+            from .. import zoo
+
+            tokenizer = zoo.load_tokenizer(tokenizer or model.name_or_path)
+        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise MethodConfigError(f"{method} init_text {init_text!r} tokenizes to nothing; give a non-empty text or none.")
+        ids = torch.tensor((ids * math.ceil(length / len(ids)))[:length])
+    else:
+        ids = torch.randint(0, vocab, (length,))
+    with torch.no_grad():
+        return embeddings(ids.to(embeddings.weight.device)).detach().float().clone()
 
 
 class PromptedModel(nn.Module):

@@ -167,11 +167,6 @@ class PromptTuning(_PeftPrompt):
             )
         self.init, self.init_text, self.tokenizer = init, init_text, tokenizer
 
-    def bind(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Text initialisation reads the run's tokenizer unless one was named."""
-        if self.tokenizer is None:
-            self.tokenizer = tokenizer
-
     def _tokenizer_path(self, model: nn.Module) -> str:
         tokenizer = self.tokenizer
         if isinstance(tokenizer, str):
