@@ -326,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="examples of each seed's 500-example test split scored under every template")
     parser.add_argument("--eval_batch_size", type=int, default=64, help="scoring batch size")
     parser.add_argument("--no_base", action="store_true", help="skip the zero-shot backbone row")
-    parser.add_argument("--backbone", default="smollm2-135m", help="model for every run (tiny-llama for a smoke test)")
+    parser.add_argument("--backbone", default="smollm2-135m", help="model for every run (zoo short name, hub id or folder)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep each run's folder (output.log, robustness.json) here; default: a temp dir")
