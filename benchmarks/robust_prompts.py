@@ -296,7 +296,7 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def print_results(table: dict) -> None:
-    from lightning_peft.tables import print_table
+    from lightning_peft.cli.tables import print_table
 
     def pm(entry: dict) -> str:
         return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
