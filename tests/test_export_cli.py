@@ -119,3 +119,30 @@ def test_merge_refuses_a_soft_prompt_checkpoint_in_one_sentence(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: This checkpoint's method, PromptTuning, cannot merge into its base: [^;]+; use `lightning-peft export` and load the export onto the base\.$"):
         main(["merge", "--ckpt_path", str(tmp_path / "ckpt" / "step=1.ckpt"), "--output_dir", str(tmp_path / "merged")])
     assert not (tmp_path / "merged").exists()
+
+
+def test_selective_checkpoints_merge_to_their_fine_tuned_weights_and_refuse_export(tmp_path):
+    import yaml
+
+    from transformers import AutoModelForCausalLM
+
+    config = helpers.cli_config(tmp_path, helpers.write_jsonl(tmp_path / "data.jsonl"), every_n_steps=2)
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["class_path"] = "lightning_peft.modules.SelectiveModule"
+    settings["model"]["init_args"]["method"] = {"class_path": "lightning_peft.methods.LastBlock"}
+    config.write_text(yaml.safe_dump(settings))
+    main(["fit", "--config", str(config), "--trainer.max_steps", "2"])
+    ckpt = tmp_path / "ckpt" / "step=2.ckpt"
+
+    refused = (r"^error: This checkpoint's method, LastBlock, cannot export an adapter: it has no separate adapter; "
+               r"use `lightning-peft merge` to save the whole fine-tuned model\.$")
+    with pytest.raises(SystemExit, match=refused):
+        main(["export", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "adapter")])
+    assert not (tmp_path / "adapter").exists()
+
+    main(["merge", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "merged")])
+    trained = module_from_checkpoint(str(ckpt))
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    base = AutoModelForCausalLM.from_pretrained(zoo.resolve(helpers.BACKBONE))
+    torch.testing.assert_close(logits_of(merged), logits_of(trained.model))
+    assert not torch.allclose(logits_of(merged), logits_of(base), atol=1e-5)  # the fine-tuned weights, not the base
