@@ -53,7 +53,6 @@ import os
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,7 +65,8 @@ import yaml
 
 from lightning_peft.tasks.robust import PARAPHRASE_KEYS, RobustPrompt
 
-ROOT = Path(__file__).resolve().parents[1]
+from arm_process import ROOT, exit_on_sigterm, run_arm_process
+
 RECIPE = ROOT / "configs" / "soft_prompt" / "robust_prompt_trec6.yaml"
 RESULTS = Path(__file__).parent / "results" / "robust_prompts.json"
 ARMS = ("consistency", "augmented", "consistency_off")
@@ -260,23 +260,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, workdir: Path) -> dic
     root = workdir / f"{arm}_seed{seed}"
     root.mkdir(parents=True, exist_ok=True)
     report, log = root / "robustness.json", root / "output.log"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    started = time.perf_counter()
-    with open(log, "w") as handle:
-        process = subprocess.Popen(arm_command(arm, seed, args, root, report), cwd=ROOT, env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT)
-        try:
-            returncode = process.wait()
-        finally:  # interrupted (Ctrl-C, SIGTERM): do not leave the run going
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    if returncode != 0 or not report.exists():
-        raise SystemExit(f"{arm} seed {seed} failed (exit {returncode}); last output:\n{log.read_text()[-3000:]}")
-    return {"arm": arm, "seed": seed, **json.loads(report.read_text()), "wall_seconds": time.perf_counter() - started}
+    wall = run_arm_process(arm_command(arm, seed, args, root, report), log, report, f"{arm} seed {seed}")
+    return {"arm": arm, "seed": seed, **json.loads(report.read_text()), "wall_seconds": wall}
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -341,13 +326,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # so the running arm is killed and the temp folder removed
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.perf_counter()
     runs, base = [], []
     with tempfile.TemporaryDirectory(prefix="robust_prompts_") as tmp:

@@ -51,10 +51,8 @@ import os
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +60,8 @@ import lightning as L
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from arm_process import ROOT, exit_on_sigterm, run_arm_process
+
 RECIPES = ROOT / "configs" / "soft_prompt"
 RESULTS = Path(__file__).parent / "results" / "soft_prompts.json"
 ARMS = ("prompt_tuning", "dept", "ept", "iapt", "prefix_tuning")
@@ -227,23 +226,7 @@ def run_arm(arm: str, args: argparse.Namespace, workdir: Path) -> dict:
     root = workdir / arm
     root.mkdir(parents=True, exist_ok=True)
     report, log = root / "arm_report.json", root / "output.log"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    started = time.perf_counter()
-    with open(log, "w") as handle:
-        process = subprocess.Popen(arm_command(arm, args, root, report), cwd=ROOT, env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT)
-        try:
-            returncode = process.wait()
-        finally:  # interrupted (Ctrl-C, SIGTERM): do not leave the arm running
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    wall = time.perf_counter() - started
-    if returncode != 0 or not report.exists():
-        raise SystemExit(f"arm {arm} failed (exit {returncode}); last output:\n{log.read_text()[-3000:]}")
+    wall = run_arm_process(arm_command(arm, args, root, report), log, report, f"arm {arm}")
     measured = json.loads(report.read_text())
     metrics = json.loads((root / "metrics.json").read_text())
     throughput, memory = measured["throughput"] or {}, measured["memory"]
@@ -332,13 +315,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # so the running arm is killed and the temp folder removed
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     baseline = BASELINE if BASELINE in args.arms else args.arms[0]
     with tempfile.TemporaryDirectory(prefix="soft_prompts_") as tmp:
         workdir = args.workdir or Path(tmp)

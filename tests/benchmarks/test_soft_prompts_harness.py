@@ -12,7 +12,10 @@ from tests.benchmarks.harness import BENCHMARKS, run_script
 SCRIPT = BENCHMARKS / "soft_prompts.py"
 
 
-def _harness():
+@pytest.fixture
+def harness(monkeypatch):
+    """benchmarks/soft_prompts.py as a module; its sibling `arm_process` importable as when run as a script."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location("soft_prompts", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -50,8 +53,7 @@ def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
     assert "ratios vs prompt_tuning" in stdout and "dept" in stdout
 
 
-def test_ratios_divide_by_the_baseline_and_skip_missing_values():
-    harness = _harness()
+def test_ratios_divide_by_the_baseline_and_skip_missing_values(harness):
     rows = [{"arm": "prompt_tuning", **dict.fromkeys(harness.RATIO_FIELDS, 2.0), "train_increase_gb": None},
             {"arm": "dept", **dict.fromkeys(harness.RATIO_FIELDS, 1.0)}]
     ratios = harness.ratios(rows, "prompt_tuning")
@@ -64,7 +66,7 @@ def test_ratios_divide_by_the_baseline_and_skip_missing_values():
     (["--arms", "dept", "dept"], "names an arm twice"),
     (["--test_examples", "0"], "must be a positive integer"),
 ])
-def test_bad_options_are_refused_in_one_line(argv, message, capsys):
+def test_bad_options_are_refused_in_one_line(argv, message, capsys, harness):
     with pytest.raises(SystemExit):
-        _harness().parse_args(argv)
+        harness.parse_args(argv)
     assert message in capsys.readouterr().err

@@ -1,0 +1,46 @@
+"""Run one benchmark arm in its own process, the way a user runs the CLI, and clean up after it.
+
+Shared by `soft_prompts.py` and `robust_prompts.py`: each arm is a fresh `lightning_peft.cli fit`
+process (so no arm inherits another's memory or compiled state) that writes a report file; the
+arm's output goes to a log whose tail is shown when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# Left by an in-process Lightning run (e.g. a DDP test); an arm that inherited them would not launch its rank.
+LAUNCH_VARIABLES = ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK")
+
+
+def run_arm_process(command: list[str], log: Path, report: Path, what: str) -> float:
+    """Run `command` from the repository root with this folder importable (the arms' callbacks live here).
+
+    Returns the wall seconds. Raises `SystemExit` naming `what`, with the log's tail, when the
+    process fails or writes no `report`. An interrupted benchmark (Ctrl-C, SIGTERM) kills the arm.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.perf_counter()
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    if returncode != 0 or not report.exists():
+        raise SystemExit(f"{what} failed (exit {returncode}); last output:\n{log.read_text()[-3000:]}")
+    return time.perf_counter() - started
+
+
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM handler: exit normally, so the running arm is killed and the temporary folder removed."""
+    raise SystemExit(128 + signum)
