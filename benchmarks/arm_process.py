@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # Left by an in-process Lightning run (e.g. a DDP test); an arm that inherited them would not launch its rank.
 LAUNCH_VARIABLES = ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK")
+
+
+def fit_command(config: Path, backbone: str, seed: int, steps: int, root: Path) -> list[str]:
+    """`lightning_peft.cli fit` of a recipe for one arm: no logger, checkpoints, validation, progress bar,
+    model summary or test before fit (callers add their own callbacks and the test after fit)."""
+    return [sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(config),
+            "--model.init_args.backbone", backbone, "--seed_everything", str(seed),
+            "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root),
+            "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--test_before_fit", "false"]
 
 
 def run_arm_process(command: list[str], log: Path, report: Path, what: str) -> float:

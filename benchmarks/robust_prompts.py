@@ -65,7 +65,7 @@ import yaml
 
 from lightning_peft.tasks.robust import PARAPHRASE_KEYS, RobustPrompt
 
-from arm_process import ROOT, exit_on_sigterm, run_arm_process
+from arm_process import ROOT, exit_on_sigterm, fit_command, run_arm_process
 
 RECIPE = ROOT / "configs" / "soft_prompt" / "robust_prompt_trec6.yaml"
 RESULTS = Path(__file__).parent / "results" / "robust_prompts.json"
@@ -231,19 +231,9 @@ def seen_templates() -> list[str]:
 def arm_command(arm: str, seed: int, args: argparse.Namespace, root: Path, report: Path) -> list[str]:
     """The `lightning_peft.cli fit` command line of one arm and seed."""
     command = [
-        sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(RECIPE),
-        "--model.init_args.backbone", args.backbone,
-        "--seed_everything", str(seed),
+        *fit_command(RECIPE, args.backbone, seed, args.steps, root),
         "--data.init_args.split_seed", str(seed),
         "--data.init_args.batch_size", str(args.batch_size),
-        "--trainer.max_steps", str(args.steps),
-        "--trainer.default_root_dir", str(root),
-        "--trainer.logger", "false",
-        "--trainer.enable_checkpointing", "false",
-        "--trainer.limit_val_batches", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--test_before_fit", "false",
         "--test_after_fit", "false",
         "--model.init_args.task.init_args.weight", str(0.0 if arm == "consistency_off" else args.weight),
         "--trainer.callbacks+=" + json.dumps({"class_path": "robust_prompts.RobustnessReport", "init_args": {

@@ -60,7 +60,7 @@ import lightning as L
 import torch
 import yaml
 
-from arm_process import ROOT, exit_on_sigterm, run_arm_process
+from arm_process import ROOT, exit_on_sigterm, fit_command, run_arm_process
 
 RECIPES = ROOT / "configs" / "soft_prompt"
 RESULTS = Path(__file__).parent / "results" / "soft_prompts.json"
@@ -196,17 +196,7 @@ def scaled_recipe(arm: str, scale: float, root: Path) -> Path:
 def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) -> list[str]:
     """The `lightning_peft.cli fit` command line of one arm."""
     command = [
-        sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(scaled_recipe(arm, args.lr_scale, root)),
-        "--model.init_args.backbone", args.backbone,
-        "--seed_everything", str(args.seed),
-        "--trainer.max_steps", str(args.steps),
-        "--trainer.default_root_dir", str(root),
-        "--trainer.logger", "false",
-        "--trainer.enable_checkpointing", "false",
-        "--trainer.limit_val_batches", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--test_before_fit", "false",
+        *fit_command(scaled_recipe(arm, args.lr_scale, root), args.backbone, args.seed, args.steps, root),
         "--test_after_fit", "true",
         "--data.init_args.batch_size", str(args.batch_size),
         "--trainer.callbacks+=" + json.dumps({"class_path": "lightning_peft.callbacks.Throughput",
