@@ -25,6 +25,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import zoo
+from ..evaluation.probes import adapters_disabled
 
 
 class ProbeContractError(ValueError):
@@ -78,14 +79,8 @@ def probe_base(pl_module: nn.Module, callback: str) -> Iterator[nn.Module | None
         with pl_module.probe_base() as base:
             yield base
         return
-    from peft import PeftModel
-
-    model = find_causal_lm(pl_module, callback)
-    if isinstance(model, PeftModel):
-        with model.disable_adapter():
-            yield model
-    else:
-        yield None
+    with adapters_disabled(find_causal_lm(pl_module, callback)) as base:
+        yield base
 
 
 def probe_input_limit(pl_module: nn.Module) -> int | None:

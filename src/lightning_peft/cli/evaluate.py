@@ -117,13 +117,7 @@ def _load(args) -> Loaded:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(load_base(args.backbone), args.adapter).eval()
-
-        @contextlib.contextmanager
-        def adapter_off() -> Iterator[nn.Module]:
-            with model.disable_adapter():
-                yield model
-
-        return Loaded(model, adapter_off, tokenizer, _robustness(args), None)
+        return Loaded(model, lambda: P.adapters_disabled(model), tokenizer, _robustness(args), None)
     from .rebuild import module_from_checkpoint
 
     module = module_from_checkpoint(args.ckpt_path)

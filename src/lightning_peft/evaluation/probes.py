@@ -168,15 +168,15 @@ def text_stats(model: nn.Module, chunks: torch.Tensor, top_k: int = 32, batch_si
 
 
 @contextlib.contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[bool]:
-    """Run the block on the base of a peft model (adapters off, no copy); yields whether that applied."""
+def adapters_disabled(model: nn.Module) -> Iterator[nn.Module | None]:
+    """Yield a peft model with its adapters off for the block (the base, no copy); None for any other model."""
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
         with model.disable_adapter():
-            yield True
+            yield model
     else:
-        yield False
+        yield None
 
 
 @contextlib.contextmanager
