@@ -7,8 +7,13 @@
     lightning-peft evaluate --ckpt_path C                      # forgetting / ICL / robustness probes vs the base
 
 One file per command (`catalog`, `export`, `evaluate`), the LightningCLI in `app`; `rebuild` turns
-a checkpoint back into its module for the commands; `tables` and `launch_env` are their helpers.
+a checkpoint back into its module for the commands; `tables` and `launch_env` are their helpers;
+`quiet` silences named third-party start-up notices (LIGHTNING_PEFT_DEBUG=1 keeps them).
 """
+
+from .quiet import silence_third_party_noise
+
+silence_third_party_noise()  # before anything imports bitsandbytes, Lightning or transformers
 
 from .app import COMMANDS, USER_ERRORS, LightningPeftCLI, main
 
