@@ -103,6 +103,26 @@ def test_lr_factor_matches_transformers_schedules(decay):
     assert lr_factor(45, 7, 40, decay) == 0.0  # past the end: the final lr (transformers' cosine rises again)
 
 
+def test_lr_factor_with_a_final_floor_matches_transformers_schedules():
+    from transformers import (get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup,
+                              get_wsd_schedule)
+
+    def factors(make):
+        return make(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)).lr_lambdas[0]
+
+    cosine = factors(lambda opt: get_cosine_with_min_lr_schedule_with_warmup(opt, 7, 40, min_lr_rate=0.2))
+    constant = factors(lambda opt: get_constant_schedule_with_warmup(opt, 7))
+    for step in range(41):
+        assert lr_factor(step, 7, 40, "cosine", 0.2) == pytest.approx(cosine(step), abs=1e-12), step
+        assert lr_factor(step, 7, 40, "constant", 0.2) == constant(step), step
+    for decay in ("linear", "cosine"):  # after warmup: WSD's decay phase (WSD warms up from the floor, not from 0)
+        wsd = factors(lambda opt: get_wsd_schedule(opt, 7, 33, num_stable_steps=0, decay_type=decay, min_lr_ratio=0.2))
+        for step in range(7, 50):
+            assert lr_factor(step, 7, 40, decay, 0.2) == pytest.approx(wsd(step), abs=1e-12), (decay, step)
+        assert lr_factor(3, 7, 40, decay, 0.2) == pytest.approx(3 / 7)  # warmup from 0
+        assert lr_factor(45, 7, 40, decay, 0.2) == pytest.approx(0.2)  # held at the floor past the end
+
+
 def test_lr_is_logged_per_group_to_the_logger(tmp_path):
     logger = CSVLogger(tmp_path, name="run")
     module = TwoGroupMLP()

@@ -12,6 +12,18 @@ The schedule of a group is a function of the optimizer step `s` (warmup W, run l
 * then, with `p = min(1, (s - W) / max(1, T - W))` and `f` = `final_lr_fraction`:
   linear `lr = peak · (f + (1 - f)(1 - p))`; cosine `lr = peak · (f + (1 - f) · ½(1 + cos πp))`;
   constant `lr = peak`.
+
+`lr_factor` computes these with `transformers.optimization`'s schedule functions (the lr lambdas
+behind its public schedulers, so the curve is theirs, step for step): the warmup ramp and the
+constant schedule are `get_constant_schedule_with_warmup`'s, the decay is `get_wsd_schedule`'s
+decay phase with no stable phase (linear or cosine down to `min_lr_ratio = f`, held there from
+step T on). With `f = 0` that equals `get_linear_schedule_with_warmup` and
+`get_cosine_schedule_with_warmup`, and for cosine with any `f`,
+`get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=f)`, up to step T. Ours is only the
+splice of the two, because no single `transformers` schedule is this one: `get_wsd_schedule` warms
+up from `f · peak` rather than from 0, `get_linear_schedule_with_warmup` has no final floor, and
+the cosine ones rise again after step T (a `total_steps` shorter than the run) where this one
+holds the final lr.
 """
 
 from __future__ import annotations
@@ -22,6 +34,8 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from transformers.optimization import (_get_constant_schedule_with_warmup_lr_lambda,
+                                       _get_wsd_scheduler_lambda)
 
 DECAYS = ("linear", "cosine", "constant")
 
@@ -70,14 +84,19 @@ class GroupSchedule:
 
 
 def lr_factor(step: int, warmup: int, total: int, decay: str, final_lr_fraction: float = 0.0) -> float:
-    """The learning rate at optimizer step `step` as a fraction of the peak (closed form in the module docstring)."""
-    if step < warmup:
-        return step / warmup
-    if decay == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    shape = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return final_lr_fraction + (1.0 - final_lr_fraction) * shape
+    """The learning rate at optimizer step `step` as a fraction of the peak (see the module docstring).
+
+    Warmup and constant: `transformers`' `get_constant_schedule_with_warmup`; decay from step
+    `warmup` on: `get_wsd_schedule`'s decay phase over `total - warmup` steps (at least 1) down to
+    `final_lr_fraction`, which it keeps past `total`. These are the private lr lambdas the public
+    schedulers wrap (no optimizer needed); tests/callbacks/test_dual_lr.py compares this function
+    with the public schedulers, so a change on their side shows there.
+    """
+    if step < warmup or decay == "constant":
+        return _get_constant_schedule_with_warmup_lr_lambda(step, num_warmup_steps=warmup)
+    return _get_wsd_scheduler_lambda(step, num_warmup_steps=warmup, num_stable_steps=0,
+                                     num_decay_steps=max(1, total - warmup), warmup_type="linear", decay_type=decay,
+                                     min_lr_ratio=final_lr_fraction, num_cycles=0.5)
 
 
 def _as_schedule(group: str, spec: GroupSchedule | dict[str, Any]) -> GroupSchedule:
