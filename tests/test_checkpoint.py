@@ -131,3 +131,40 @@ def test_a_resumed_rank_gets_its_own_generator_state_back():
     module._trainer = SimpleNamespace(world_size=4, global_rank=1)  # resumed on another world size: rank 0's state
     module.on_load_checkpoint(saved)
     assert torch.equal(module._pending_rng["torch"], states[0]["torch"])
+
+
+def _draws():
+    import random
+
+    import numpy as np
+
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_rng_states_load_with_weights_only_and_give_the_same_draws_back():
+    import io
+    import random
+
+    import numpy as np
+
+    from lightning_peft import checkpoint
+
+    before = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng():
+            buffer = io.BytesIO()
+            torch.save(checkpoint.capture_rng(), buffer)
+            expected = _draws()
+            _draws()
+            buffer.seek(0)
+            checkpoint.restore_rng(torch.load(buffer, weights_only=True))
+            assert _draws() == expected
+            # the layout written before capture_rng used Lightning's collector (CUDA states under "cuda")
+            state = checkpoint.capture_rng()
+            expected = _draws()
+            checkpoint.restore_rng({"python": state["python"], "numpy": state["numpy"], "torch": state["torch"],
+                                    "cuda": []})
+            assert _draws() == expected
+    finally:
+        random.setstate(before[0])
+        np.random.set_state(before[1])

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
@@ -140,23 +140,34 @@ def saved_module_class(ckpt: dict[str, Any], base: type) -> type:
 
 
 def capture_rng() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states, so a resumed run draws the same dropout masks."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    # NumPy's key array is stored as a tensor so the checkpoint loads with torch.load(weights_only=True).
-    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    """Python, NumPy, torch and CUDA RNG states, so a resumed run draws the same dropout masks.
+
+    Lightning's `_collect_rng_states` (what Fabric saves and `seed_everything` seeds) collects
+    them; one thing is changed so the checkpoint still loads with `torch.load(weights_only=True)`:
+    NumPy's key array, which that loader refuses, is stored as an int64 tensor. The CUDA states
+    (key "torch.cuda") are collected only when CUDA is available.
+    """
+    state = _collect_rng_states(include_cuda=torch.cuda.is_available())
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    state["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
     return state
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
+    """Set the states `capture_rng` took, with Lightning's `_set_rng_states` (NumPy's key array back to uint32).
+
+    CUDA states are set only when CUDA is available (a checkpoint written on a GPU resumes on a
+    CPU). Checkpoints written before `capture_rng` used Lightning's collector hold them under
+    "cuda" rather than "torch.cuda"; those are read too (the other keys were already the same).
+    """
+    state = dict(state)
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    state["numpy"] = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    if "cuda" in state:  # written before capture_rng used Lightning's collector
+        state["torch.cuda"] = state.pop("cuda")
+    if not torch.cuda.is_available():
+        state.pop("torch.cuda", None)
+    _set_rng_states(state)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
