@@ -120,30 +120,36 @@ class ZooEntry:
     description: str
     folder: Callable[[], Path]
     tokenizer_folder: Callable[[], Path] | None = None  # when the tokenizer is cheaper to get than the weights
+    model_type: str | None = None  # its config's `model_type`, so `check_architecture` can suggest it unbuilt
 
 
 ZOO: dict[str, ZooEntry] = {
     "smollm2-135m": ZooEntry("SmolLM2-135M-Instruct (LlamaForCausalLM, 134.5M params, 30 layers, d=576)", smollm2_dir,
-                             smollm2_tokenizer_dir),
-    "minilm-l6": ZooEntry("all-MiniLM-L6-v2 sentence encoder (BertModel, 22.7M params, 6 layers, d=384)", minilm_dir),
+                             smollm2_tokenizer_dir, model_type="llama"),
+    "minilm-l6": ZooEntry("all-MiniLM-L6-v2 sentence encoder (BertModel, 22.7M params, 6 layers, d=384)", minilm_dir,
+                          model_type="bert"),
     "tiny-llama": ZooEntry(
         "random 2-layer Llama (d=64) with the SmolLM2 tokenizer, for tests",
         _tiny("LlamaConfig", smollm2_tokenizer_dir, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True),
+        model_type="llama",
     ),
     "tiny-gpt2": ZooEntry(
         "random 2-layer GPT-2 (d=64) with the SmolLM2 tokenizer, for tests",
         _tiny("GPT2Config", smollm2_tokenizer_dir, n_embd=64, n_layer=2, n_head=4, n_positions=512),
+        model_type="gpt2",
     ),
     "tiny-bert": ZooEntry(
         "random 2-layer BERT (d=64) with an MLM head and the MiniLM tokenizer, for tests",
         _tiny("BertConfig", minilm_dir, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, max_position_embeddings=512),
+        model_type="bert",
     ),
     "tiny-t5": ZooEntry(
         "random 2+2-layer T5 (d=64) with the SmolLM2 tokenizer, for tests",
         _tiny("T5Config", smollm2_tokenizer_dir, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2,
               num_heads=4),
+        model_type="t5",
     ),
 }
 
@@ -195,6 +201,37 @@ def load_config(name: str, **overrides: Any) -> PretrainedConfig:
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(resolve(name), **overrides)
+
+
+def _accepts(auto_class_name: str, model_type: str) -> bool:
+    """Whether transformers' `auto_class_name` (e.g. AutoModelForCausalLM) has a model for configs of `model_type`."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    auto = getattr(transformers, auto_class_name)  # a name of transformers' lazy module, like `_tiny`'s config class
+    # `_model_mapping` is the config-class -> model-class table the auto class itself consults
+    # (models registered with `AutoModelFor...register` included).
+    return model_type in CONFIG_MAPPING and CONFIG_MAPPING[model_type] in auto._model_mapping
+
+
+def check_architecture(name: str, auto_class_name: str) -> None:
+    """Fail with one sentence when the backbone `name` has no `auto_class_name` model in transformers.
+
+    Without this, `from_pretrained` raises a ValueError listing every config class the auto class
+    accepts (about 200). Zoo entries are suggested from their declared `model_type`, so none is
+    built to check it; the backbone itself is read with `load_config` (its config only).
+    """
+    config = load_config(name)
+    if _accepts(auto_class_name, config.model_type):
+        return
+    fitting = [zoo_name for zoo_name, entry in ZOO.items()
+               if entry.model_type is not None and _accepts(auto_class_name, entry.model_type)]
+    advice = (f"choose a backbone of a matching architecture (in the zoo: {', '.join(fitting)})" if fitting
+              else "choose a backbone of a matching architecture")
+    raise ModelNotFoundError(
+        f"Backbone {name!r} is a {config.model_type} model ({type(config).__name__}), but this task needs an "
+        f"{auto_class_name} model, which transformers does not have for {config.model_type}; {advice}."
+    )
 
 
 def list_models() -> list[tuple[str, str]]:
