@@ -257,15 +257,41 @@ def test_packed_batches_count_attention_within_each_example(tmp_path):
     assert attention_context({"input_ids": torch.zeros(3, 8), "attention_mask": torch.ones(3, 8)}) == 8
 
 
-def test_peak_flops_table_and_precision():
-    assert device_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
-    assert device_peak_flops("NVIDIA H200", "bf16") == device_peak_flops("NVIDIA H100 80GB HBM3", "bf16")
-    assert device_peak_flops("NVIDIA H100 PCIe", "bf16") == pytest.approx(756e12)
-    assert device_peak_flops("NVIDIA A100-SXM4-80GB", "bf16") == pytest.approx(312e12)
-    assert device_peak_flops("NVIDIA A100-SXM4-80GB", "tf32") == pytest.approx(156e12)
-    assert device_peak_flops("NVIDIA L4", "bf16") == pytest.approx(121e12)
-    assert device_peak_flops("NVIDIA A10G", "bf16") is None  # not the A10: unknown, so no MFU guess
+def _on_a_visible_gpu(monkeypatch, name):
+    """Look up `name` as if a CUDA device of that name were present (Lightning reads the name from the device)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+
+
+def test_peak_flops_from_lightning_and_from_our_table(monkeypatch):
+    # No such device here: only our table answers (Lightning's is read through a visible device).
+    assert device_peak_flops("NVIDIA H200", "bf16") == pytest.approx(989.4e12)
+    assert device_peak_flops("NVIDIA L40S", "bf16") == pytest.approx(362e12)
+    assert device_peak_flops("NVIDIA H100 80GB HBM3", "bf16") is None
+    lightning = {("NVIDIA H100 80GB HBM3", "bf16"): 989.4e12, ("NVIDIA H100 PCIe", "bf16"): 756e12,
+                 ("NVIDIA A100-SXM4-80GB", "bf16"): 312e12, ("NVIDIA A100-SXM4-80GB", "tf32"): 156e12,
+                 ("NVIDIA L4", "bf16"): 121e12, ("Tesla V100-PCIE-16GB", "fp16"): 112e12}
+    for (name, precision), expected in lightning.items():
+        _on_a_visible_gpu(monkeypatch, name)
+        assert device_peak_flops(name, precision) == pytest.approx(expected), name
+    for name in ("NVIDIA A10G", "NVIDIA L40", "NVIDIA H100 NVL"):  # Lightning's figure is not this card's dense one
+        _on_a_visible_gpu(monkeypatch, name)
+        assert device_peak_flops(name, "bf16") is None, name
+    # Why our table answers first (when Lightning changes these, PEAK_FLOPS can shrink):
+    from lightning.fabric.utilities.throughput import get_available_flops
+
+    lightning_says = {"NVIDIA H200": None, "NVIDIA L40S": 121e12, "NVIDIA A10": None, "NVIDIA A10G": 125e12}
+    for name, figure in lightning_says.items():
+        _on_a_visible_gpu(monkeypatch, name)
+        assert get_available_flops(torch.device("cuda", 0), torch.bfloat16) == figure, name
+        assert device_peak_flops(name, "bf16") != figure, name
+    _on_a_visible_gpu(monkeypatch, "Tesla T4")
     assert device_peak_flops("Tesla T4", "bf16") is None  # no bf16 tensor cores
+    assert device_peak_flops("Tesla T4", "fp8") is None  # a precision neither table has
+
+
+def test_matmul_precision():
     assert [matmul_precision(p) for p in ("bf16-mixed", "16-mixed", "bf16-true")] == ["bf16", "fp16", "bf16"]
     before = torch.get_float32_matmul_precision()
     try:

@@ -30,28 +30,40 @@ with the encoder's layer count only.
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
+from lightning.fabric.utilities.throughput import get_available_flops
 from torch import nn
 
 TERA = 1e12
 
-# Dense (no structured sparsity) peak FLOP/s per device, from NVIDIA's datasheets. Keys: a regex
-# matched against `torch.cuda.get_device_name()`, checked in order (the first match wins, so the
-# specific variants come before the family name). Values: precision -> FLOP/s.
+# Dense (no structured sparsity) peak FLOP/s per device. Lightning's `get_available_flops` has the
+# datasheet figures of most NVIDIA GPUs (H100 SXM and PCIe, A100, L4, T4, V100, the RTX cards, ...)
+# and is asked for those. This table is what it lacks or counts otherwise, and is checked first. Keys:
+# a regex matched against `torch.cuda.get_device_name()`, in order (the first match wins, so the
+# specific variants come before the family name). Values: precision -> FLOP/s; {} means "unknown,
+# no MFU guess" for a device Lightning would give a figure that is not its dense one.
 PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
-    (r"H100 PCIe", {"fp32": 51.2 * TERA, "tf32": 378 * TERA, "bf16": 756 * TERA, "fp16": 756 * TERA}),
-    (r"H100 NVL|H200 NVL", {}),  # per-card figures vary between datasheet revisions: pass peak_flops
-    # H100 SXM ("NVIDIA H100 80GB HBM3"), H200 and GH200 share the Hopper SXM compute.
-    (r"H100|H200|GH200", {"fp32": 66.9 * TERA, "tf32": 494.7 * TERA, "bf16": 989.4 * TERA, "fp16": 989.4 * TERA}),
-    (r"A100", {"fp32": 19.5 * TERA, "tf32": 156 * TERA, "bf16": 312 * TERA, "fp16": 312 * TERA}),
+    # Lightning's H100 NVL figures are at least twice a card's dense ones (the with-sparsity or NVLink
+    # pair figures), and the per-card figures vary between datasheet revisions: pass peak_flops.
+    (r"H100 NVL|H200 NVL", {}),
+    # H200 and GH200 share the Hopper SXM compute (the H100 SXM figures). Lightning's H200 keys
+    # ("h200 sxm1") carry the datasheet's footnote digit, so no device name reaches them, and they
+    # hold the with-sparsity figures.
+    (r"H200", {"fp32": 66.9 * TERA, "tf32": 494.7 * TERA, "bf16": 989.4 * TERA, "fp16": 989.4 * TERA}),
+    # Lightning reads every name with "L4" in it as the L4 (the L40 and L40S would get its figures).
     (r"L40S", {"fp32": 91.6 * TERA, "tf32": 183 * TERA, "bf16": 362 * TERA, "fp16": 362 * TERA}),
-    (r"\bL4\b", {"fp32": 30.3 * TERA, "tf32": 60 * TERA, "bf16": 121 * TERA, "fp16": 121 * TERA}),
+    (r"\bL40\b", {}),
+    # Lightning has no A10, and gives the A10G (an AWS variant with no datasheet of its own) the A10's figures.
+    (r"A10G", {}),
     (r"\bA10\b", {"fp32": 31.2 * TERA, "tf32": 62.5 * TERA, "bf16": 125 * TERA, "fp16": 125 * TERA}),
-    (r"V100-PCIE", {"fp32": 14 * TERA, "fp16": 112 * TERA}),
-    (r"V100", {"fp32": 15.7 * TERA, "fp16": 125 * TERA}),
-    (r"\bT4\b", {"fp32": 8.1 * TERA, "fp16": 65 * TERA}),
 ]
+
+# Our precision names -> the dtype keys of Lightning's table.
+LIGHTNING_DTYPES: dict[str, torch.dtype | str] = {
+    "fp64": torch.float64, "fp32": torch.float32, "tf32": "tfloat32", "bf16": torch.bfloat16, "fp16": torch.float16,
+}
 
 
 def matmul_precision(trainer_precision: str) -> str:
@@ -73,10 +85,36 @@ def matmul_precision(trainer_precision: str) -> str:
 
 
 def device_peak_flops(device_name: str, precision: str) -> float | None:
-    """Dense peak FLOP/s of one device at `precision`, or None when the table does not know it."""
+    """Dense peak FLOP/s of one CUDA device at `precision`, or None when it is not known.
+
+    `device_name` is a name as `torch.cuda.get_device_name()` gives it. `PEAK_FLOPS` answers
+    first; any other device is looked up with Lightning's
+    `lightning.fabric.utilities.throughput.get_available_flops`, which takes a device rather than
+    a name (it reads the name itself), so only a visible CUDA device of that name is looked up
+    there. For "fp32" Lightning answers with the TF32 figure when PyTorch runs fp32 matmuls in TF32
+    (`matmul_precision` then says "tf32" anyway). Lightning's warning for an unknown device is not
+    passed on: `Throughput` says so itself, once.
+    """
     for pattern, table in PEAK_FLOPS:
         if re.search(pattern, device_name, flags=re.IGNORECASE):
             return table.get(precision)
+    dtype = LIGHTNING_DTYPES.get(precision)
+    device = _visible_cuda_device(device_name)
+    if dtype is None or device is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flops = get_available_flops(device, dtype)
+    return None if flops is None else float(flops)
+
+
+def _visible_cuda_device(name: str) -> torch.device | None:
+    """The first visible CUDA device called `name`, or None."""
+    if not torch.cuda.is_available():
+        return None
+    for index in range(torch.cuda.device_count()):
+        if torch.cuda.get_device_name(index) == name:
+            return torch.device("cuda", index)
     return None
 
 

@@ -99,9 +99,10 @@ class Throughput(L.Callback):
     `requires_grad`; L and W (layers, attention width) come from the first `transformers` config
     found in the module, T is each batch's width (for a packed batch without an attention mask,
     the token-weighted mean length of its examples, which attend only within themselves). The
-    device peak comes from a table of NVIDIA datasheet dense figures at the precision the matmuls
-    run in (`trainer.precision`); on a CPU or an unlisted GPU, MFU is logged only when
-    `peak_flops` is given. Under FSDP or DeepSpeed ZeRO-3 the parameters are sharded: pass
+    device peak is the dense datasheet figure at the precision the matmuls run in
+    (`trainer.precision`), from Lightning's `get_available_flops` or, for the GPUs it lacks or
+    counts otherwise (H200, L40S, A10), `flops.PEAK_FLOPS`; on a CPU or an unlisted GPU, MFU is
+    logged only when `peak_flops` is given. Under FSDP or DeepSpeed ZeRO-3 the parameters are sharded: pass
     `flops_per_token`. Positions a model adds to the batch (soft-prompt tokens) are neither
     counted as tokens nor in T; `tokens_fn` can add them.
     `summary()["n_params"]`/`["n_trainable"]` are the formula's N and N_trainable, so a trained
