@@ -14,6 +14,7 @@ from lightning_peft import zoo
 from lightning_peft.data.catalog import check_dataset, dataset_identity, load_records
 from lightning_peft.data.collate import PadCollator
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.sampler import LengthBucketBatchSampler
 from lightning_peft.data.splits import SplitSize, check_split_size, split_indices
 from lightning_peft.data.tokenized import Store, TokenizedDataset, cached, tokenizer_identity
@@ -31,16 +32,6 @@ def require_columns(records: list[Record], columns: Sequence[str], dataset: str,
             f"Dataset {dataset!r} has no column {', '.join(map(repr, missing))} (it has {', '.join(present)}); "
             f"set {argument_hint} to one of those."
         )
-
-
-def fill(template: str, record: Record, argument: str) -> str:
-    try:
-        return template.format(**record)
-    except (KeyError, IndexError) as err:
-        raise DataConfigError(
-            f"{argument} {template!r} uses the field {err} that the records lack (they have "
-            f"{', '.join(record)}); use only those names in braces."
-        ) from None
 
 
 class TokenizedDataModule(LightningDataModule):
@@ -72,6 +63,11 @@ class TokenizedDataModule(LightningDataModule):
     @property
     def input_length_limit(self) -> Optional[int]:
         """The longest input in tokens (the truncation length); None: not bounded here."""
+        return None
+
+    @property
+    def input_format(self) -> Optional[InputFormat]:
+        """How a record becomes the model's input (saved with checkpoints for `predict` and `generate`)."""
         return None
 
     def __init__(

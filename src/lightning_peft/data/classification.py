@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
-from lightning_peft.data.base import Record, TokenizedDataModule, fill, require_columns
+from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
 from lightning_peft.data.catalog import CATALOG
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.tokenized import Store, flatten
 
 
@@ -65,6 +66,11 @@ class ClassificationData(TokenizedDataModule):
         return self.max_length
 
     @property
+    def input_format(self) -> InputFormat:
+        return InputFormat(column=self.text_column, template=self.template, slot="text", max_length=self.max_length,
+                           classifies=True)
+
+    @property
     def label_names(self) -> list[str]:
         """Class names in index order (reads the data on first use when neither given nor in the catalog)."""
         if self._label_names is None:
@@ -99,33 +105,9 @@ class ClassificationData(TokenizedDataModule):
                 "template": self.template, "max_length": self.max_length, "label_names": self.label_names}
 
     def encode(self, records: list[Record], tokenizer: Any, template: str, argument: str = "template") -> list[list[int]]:
-        """Token ids of every record written with `template` (`argument` names it in errors).
-
-        A record too long for `max_length` loses the end of its `{text}`, never the end of the
-        template: the cue after the text (e.g. "Answer type:") is where a verbalizer reads its answer.
-        """
-        texts = [fill(template, {**r, "text": r[self.text_column]}, argument) for r in records]
-        ids = tokenizer(texts, verbose=False)["input_ids"]
-        for i, sequence in enumerate(ids):
-            if len(sequence) > self.max_length:
-                ids[i] = self._shorten(records[i], tokenizer, template, argument, len(sequence))
-        return ids
-
-    def _shorten(self, record: Record, tokenizer: Any, template: str, argument: str, length: int) -> list[int]:
-        """The record's ids with as much of its text as fits in `max_length` around the template."""
-        text_ids = tokenizer(str(record[self.text_column]), add_special_tokens=False, verbose=False)["input_ids"]
-        keep = max(0, len(text_ids) - (length - self.max_length))
-        while True:
-            text = tokenizer.decode(text_ids[:keep], skip_special_tokens=True)
-            ids = tokenizer(fill(template, {**record, "text": text}, argument), verbose=False)["input_ids"]
-            if len(ids) <= self.max_length:
-                return ids
-            if keep == 0:
-                raise DataConfigError(
-                    f"The {argument} {template!r} alone takes {len(ids)} tokens, more than max_length={self.max_length}; "
-                    "raise max_length or shorten the template."
-                )
-            keep = max(0, keep - (len(ids) - self.max_length))
+        """Token ids of every record written with `template` (`argument` names it in errors); see
+        `InputFormat.encode_keeping_cue` for how a record too long for `max_length` is cut."""
+        return self.input_format.with_template(template).encode_keeping_cue(records, tokenizer, argument)
 
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
         import torch

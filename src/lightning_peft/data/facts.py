@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
+from lightning_peft.data.formats import InputFormat
+
 
 @runtime_checkable
 class DataFacts(Protocol):
@@ -21,6 +23,8 @@ class DataFacts(Protocol):
         label_names: Class names in label-index order; None for data without classes.
         templates: Instruction phrasings the training batches carry (paraphrase data); empty otherwise.
         dataset: The catalog name or file the data reads; None when it is not one (a task sequence).
+        input_format: How a record becomes the model's input text (kept in checkpoints and exports, so
+            `predict` and `generate` build inputs as training did); None when the data cannot say.
     """
 
     packing: bool
@@ -28,3 +32,4 @@ class DataFacts(Protocol):
     label_names: list[str] | None
     templates: Sequence[str]
     dataset: str | None
+    input_format: InputFormat | None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from lightning_peft.data.base import Record, TokenizedDataModule, fill
+from lightning_peft.data.base import Record, TokenizedDataModule
 from lightning_peft.data.catalog import dataset_kind
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.tokenized import Store, flatten
 
 
@@ -63,6 +64,11 @@ class Seq2SeqData(TokenizedDataModule):
     def input_length_limit(self) -> int:
         return self.max_source_length
 
+    @property
+    def input_format(self) -> InputFormat:
+        return InputFormat(column=self.source_column, template=self.source_template, slot="text",
+                           max_length=self.max_source_length)
+
     def prepare_records(self, records: list[Record]) -> list[Record]:
         return self.pair_records(records, (self.source_column, "source_column"), (self.target_column, "target_column"))
 
@@ -72,7 +78,7 @@ class Seq2SeqData(TokenizedDataModule):
                 "max_target_length": self.max_target_length}
 
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
-        sources = [fill(self.source_template, {**r, "text": r[self.source_column]}, "source_template") for r in records]
+        sources = [self.input_format.text(r, argument="source_template") for r in records]
         source_ids = tokenizer(sources, truncation=True, max_length=self.max_source_length)["input_ids"]
         target_ids = tokenizer([str(r[self.target_column]) for r in records], add_special_tokens=False)["input_ids"]
         eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from lightning_peft.data.base import TokenizedDataModule
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.formats import InputFormat
 
 
 class TaskSequenceData(LightningDataModule):
@@ -64,6 +65,11 @@ class TaskSequenceData(LightningDataModule):
     def input_length_limit(self) -> Optional[int]:
         limits = [task.input_length_limit for task in self.tasks]
         return None if None in limits else max(limits)
+
+    @property
+    def input_format(self) -> Optional[InputFormat]:
+        """The last task's: the final weights were trained on it last."""
+        return self.tasks[-1].input_format
 
     def current_task(self) -> int:
         """Index of the task the current epoch trains on (the last task once the sequence is done)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from lightning_peft.data.base import Record, TokenizedDataModule, fill
+from lightning_peft.data.base import Record, TokenizedDataModule
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.packing import PackingCollator, TokenBudgetBatchSampler
 from lightning_peft.data.tokenized import Store, flatten
 
@@ -93,6 +94,11 @@ class SFTData(TokenizedDataModule):
     def input_length_limit(self) -> int:
         return self.max_length
 
+    @property
+    def input_format(self) -> InputFormat:
+        return InputFormat(column=self.prompt_column, template=self.prompt_template, slot="prompt",
+                           chat_template=self.chat_template, max_length=self.max_length)
+
     def collator(self) -> Any:
         return PackingCollator() if self.packing else super().collator()
 
@@ -110,21 +116,13 @@ class SFTData(TokenizedDataModule):
                 "template": self.prompt_template, "chat_template": chat, "max_length": self.max_length,
                 "eos": getattr(self.tokenizer, "eos_token_id", None)}
 
-    def _prompt_texts(self, records: list[Record], tokenizer: Any) -> list[str]:
-        if not self.chat_template:
-            return [fill(self.prompt_template, {**r, "prompt": r[self.prompt_column]}, "prompt_template")
-                    for r in records]
-        if not getattr(tokenizer, "chat_template", None):
-            raise DataConfigError("chat_template=true but the tokenizer has no chat template; set it to false.")
-        return [tokenizer.apply_chat_template([{"role": "user", "content": str(r[self.prompt_column])}],
-                                              tokenize=False, add_generation_prompt=True) for r in records]
-
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
         import torch
 
         if tokenizer.eos_token_id is None:
             raise DataConfigError("SFT needs an EOS token to end responses; use a tokenizer that defines one.")
-        prompts = tokenizer(self._prompt_texts(records, tokenizer), add_special_tokens=not self.chat_template)
+        texts = [self.input_format.text(r, tokenizer, "prompt_template") for r in records]
+        prompts = tokenizer(texts, add_special_tokens=not self.chat_template)
         responses = tokenizer([str(r[self.response_column]) for r in records], add_special_tokens=False)
         input_ids, prompt_lengths = [], []
         for prompt, response in zip(prompts["input_ids"], responses["input_ids"]):

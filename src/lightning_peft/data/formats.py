@@ -1,0 +1,108 @@
+"""How a record becomes the text a model reads, declared once and saved with what was trained.
+
+Training, `lightning-peft predict` and `lightning-peft generate` must build a model's input the
+same way: the same template around the same column, or the same chat template, cut to the same
+length. A data module states its `InputFormat`; fit records it in checkpoints and exports
+(`lightning_peft.json`), so applying a trained adapter needs no copy of the training config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Optional
+
+from lightning_peft.data.errors import DataConfigError
+
+Record = dict[str, Any]
+
+
+def fill(template: str, record: Record, argument: str) -> str:
+    """`template` filled from `record`; a field the records lack is one `DataConfigError` naming `argument`."""
+    try:
+        return template.format(**record)
+    except (KeyError, IndexError) as err:
+        raise DataConfigError(
+            f"{argument} {template!r} uses the field {err} that the records lack (they have "
+            f"{', '.join(record)}); use only those names in braces."
+        ) from None
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """The input side of a task, as the data module built it for training.
+
+    Args:
+        column: The record field holding the input (a classification text, an SFT prompt, a seq2seq source).
+        template: Python format string around it; the input fills `{<slot>}`, other fields fill their own names.
+        slot: The placeholder the input fills in `template` ("text", or "prompt" for SFT data).
+        chat_template: The input is the user turn of the tokenizer's chat template, with the generation
+            prompt after it; `template` is not used.
+        max_length: The most tokens of input the model was trained on (None: no limit).
+        classifies: The model reads the input and the task scores classes (else it continues the text).
+    """
+
+    column: str = "text"
+    template: str = "{text}"
+    slot: str = "text"
+    chat_template: bool = False
+    max_length: Optional[int] = None
+    classifies: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "InputFormat":
+        return cls(**values)
+
+    def with_template(self, template: str) -> "InputFormat":
+        return replace(self, template=template)
+
+    def missing_column(self, record: Record) -> Optional[str]:
+        """One sentence saying `record` lacks this format's input column, or None when it has it."""
+        if self.column in record:
+            return None
+        return (f"the record has no {self.column!r} field (it has {', '.join(map(repr, record)) or 'none'}); "
+                f"give each input as {{\"{self.column}\": \"...\"}}.")
+
+    def text(self, record: Record, tokenizer: Any = None, argument: str = "template") -> str:
+        """The text the model reads for `record` (a chat-formatted string when `chat_template`)."""
+        value = str(record[self.column])
+        if not self.chat_template:
+            return fill(self.template, {**record, self.slot: value}, argument)
+        if tokenizer is None or not tokenizer.chat_template:
+            raise DataConfigError("chat_template=true but the tokenizer has no chat template; set it to false.")
+        return tokenizer.apply_chat_template([{"role": "user", "content": value}], tokenize=False,
+                                             add_generation_prompt=True)
+
+    def encode_keeping_cue(self, records: list[Record], tokenizer: Any, argument: str = "template") -> list[list[int]]:
+        """Token ids of every record; one longer than `max_length` loses the end of its input, never the template.
+
+        The cue after the input (e.g. "Answer type:") is where a verbalizer reads its answer, so
+        it must survive truncation.
+        """
+        texts = [self.text(r, tokenizer, argument) for r in records]
+        ids = tokenizer(texts, add_special_tokens=not self.chat_template, verbose=False)["input_ids"]
+        if self.max_length is None:
+            return ids
+        for i, sequence in enumerate(ids):
+            if len(sequence) > self.max_length:
+                ids[i] = self._shorten(records[i], tokenizer, argument, len(sequence))
+        return ids
+
+    def _shorten(self, record: Record, tokenizer: Any, argument: str, length: int) -> list[int]:
+        """The record's ids with as much of its input as fits in `max_length` around the template."""
+        text_ids = tokenizer(str(record[self.column]), add_special_tokens=False, verbose=False)["input_ids"]
+        keep = max(0, len(text_ids) - (length - self.max_length))
+        while True:
+            shortened = {**record, self.column: tokenizer.decode(text_ids[:keep], skip_special_tokens=True)}
+            ids = tokenizer(self.text(shortened, tokenizer, argument), add_special_tokens=not self.chat_template,
+                            verbose=False)["input_ids"]
+            if len(ids) <= self.max_length:
+                return ids
+            if keep == 0:
+                raise DataConfigError(
+                    f"The {argument} {self.template!r} alone takes {len(ids)} tokens, more than max_length={self.max_length}; "
+                    "raise max_length or shorten the template."
+                )
+            keep = max(0, keep - (len(ids) - self.max_length))
