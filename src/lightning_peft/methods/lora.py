@@ -21,7 +21,7 @@ from peft import IA3Config, LoraConfig, PeftConfig, get_peft_model
 from torch import nn
 
 from .base import Adapted, Capabilities, MethodConfigError, trainable_groups
-from .peft_backed import PeftBacked
+from .peft_backed import PeftBacked, peft_task_type
 from .lora_dropout import use_compact_dropout
 from .targets import ALL_LINEAR, check_targets
 
@@ -52,7 +52,9 @@ class PeftMethod(PeftBacked):
         check_targets(model, self.target_modules)
         save = sorted(set(self.modules_to_save) | set(modules_to_save or []))
         check_targets(model, save, what="modules_to_save") if save else None
-        peft_model = get_peft_model(model, self.peft_config(self.target_modules, save))
+        config = self.peft_config(self.target_modules, save)
+        config.task_type = peft_task_type(model)
+        peft_model = get_peft_model(model, config)
         return Adapted(peft_model, trainable_groups(peft_model, _group_of))
 
     def merge(self, model: nn.Module) -> nn.Module:

@@ -12,10 +12,27 @@ import contextlib
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from peft import PeftModel
+from peft import PeftModel, TaskType
 from torch import nn
 
 from .base import Capabilities, MethodBase
+from .prompt_inputs import is_encoder_decoder
+
+
+def peft_task_type(model: nn.Module) -> TaskType | None:
+    """peft's task type for a `transformers` model (seq2seq LM, sequence classifier, causal LM), None for others.
+
+    Recorded in the exported `adapter_config.json`, so `AutoPeftModel.from_pretrained` knows which
+    head to load the base with.
+    """
+    name = type(model).__name__
+    if is_encoder_decoder(model):
+        return TaskType.SEQ_2_SEQ_LM
+    if name.endswith("ForSequenceClassification"):
+        return TaskType.SEQ_CLS
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return TaskType.CAUSAL_LM
+    return None
 
 
 class PeftBacked(MethodBase):

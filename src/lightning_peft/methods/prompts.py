@@ -31,7 +31,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from .base import Adapted, MethodConfigError, SoftPromptMethod, trainable_groups
-from .peft_backed import PeftBacked
+from .peft_backed import PeftBacked, peft_task_type
 from .prompt_inputs import is_encoder_decoder, left_align_rows, pools_last_token, positions_from_mask, shift_positions
 from .targets import check_targets
 
@@ -44,18 +44,14 @@ def _group_of(name: str) -> str:
 
 
 def task_type_of(model: nn.Module) -> TaskType:
-    """peft's task type for a `transformers` model: seq2seq LM, sequence classifier or causal LM."""
-    name = type(model).__name__
-    if is_encoder_decoder(model):
-        return TaskType.SEQ_2_SEQ_LM
-    if name.endswith("ForSequenceClassification"):
-        return TaskType.SEQ_CLS
-    if name.endswith(("ForCausalLM", "LMHeadModel")):
-        return TaskType.CAUSAL_LM
-    raise MethodConfigError(
-        f"peft's prompt methods support causal LMs, seq2seq LMs and sequence classifiers, not {name}; "
-        "load the backbone with AutoModelForCausalLM, AutoModelForSeq2SeqLM or AutoModelForSequenceClassification."
-    )
+    """peft's task type for a `transformers` model; prompt methods need one (see `peft_task_type`)."""
+    task_type = peft_task_type(model)
+    if task_type is None:
+        raise MethodConfigError(
+            f"peft's prompt methods support causal LMs, seq2seq LMs and sequence classifiers, not {type(model).__name__}; "
+            "load the backbone with AutoModelForCausalLM, AutoModelForSeq2SeqLM or AutoModelForSequenceClassification."
+        )
+    return task_type
 
 
 def _carry_position_ids(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -22,7 +22,9 @@ from .. import checkpoint, zoo
 from .. import quantization as quant
 from ..atomic import write_folder_atomically
 from ..attention import PACKED_SDPA, supports_packed_sdpa
+from ..card import RunCard, scalar_metrics
 from ..data.facts import DataFacts
+from ..data.formats import InputFormat
 from ..methods import Adapted, Method, MethodConfigError
 from ..tasks import Task
 
@@ -108,6 +110,14 @@ class FineTuneModule(L.LightningModule):
         # The data's instruction phrasings, when it has several (paraphrase data): kept in checkpoints
         # so `lightning-peft evaluate --robustness` scores the trained task under them.
         self.trained_phrasings: dict[str, Any] | None = None
+        # What exports and `predict` need from the data, recorded at setup and kept in checkpoints.
+        self.input_format: InputFormat | None = None
+        self.dataset_name: str | None = None
+        self.final_metrics: dict[str, float] = {}
+        # The task's and method's configs as the CLI gave them: kept from the checkpoint too, because a
+        # module rebuilt from one holds the built objects in `hparams`, not their configs.
+        self.specs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in self.hparams.items()
+                                                 if k in ("task", "method") and isinstance(v, dict)}
 
     # -- building -------------------------------------------------------------------------
 
@@ -132,6 +142,7 @@ class FineTuneModule(L.LightningModule):
             self._check_data(data, stage)
             if data.templates and data.dataset is not None:
                 self.trained_phrasings = {"dataset": data.dataset, "templates": list(data.templates)}
+            self.input_format, self.dataset_name = data.input_format, data.dataset
         names = list(data.task_names) if isinstance(data, NamedEvaluationSets) and len(data.task_names) > 1 else [None]
         # Created here, not on first use: Lightning maps logged Metric objects to attributes once.
         for split in ("val", "test"):
@@ -155,6 +166,9 @@ class FineTuneModule(L.LightningModule):
             zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization), **attention
         )
         self.base_fingerprint = checkpoint.fingerprint(base, exclude=self.task.head_modules(base))
+        # What peft and our exports record as the base: the name the run was given (zoo name or hub
+        # id), which loads anywhere lightning-peft is installed, not the cache folder it resolved to.
+        base.name_or_path = base.config._name_or_path = self.backbone
         if self.quantization is not None:
             from peft import prepare_model_for_kbit_training
 
@@ -273,8 +287,23 @@ class FineTuneModule(L.LightningModule):
         """The longest input in tokens the probed model takes (the method's `max_input_length`)."""
         return self.method.max_input_length
 
-    def export(self, output_dir: str | Path) -> Path:
-        """Write the trained part alone plus the tokenizer (the method's format: peft's where peft has the method).
+    def card(self, kind: str, metrics: dict[str, float] | None = None) -> RunCard:
+        """What an export of this module says about itself (`lightning_peft.json` and the model card).
+
+        Args:
+            kind: "adapter" or "merged".
+            metrics: Final metrics to record; default: those of the last checkpoint written or loaded.
+        """
+        return RunCard(
+            backbone=self.backbone, kind=kind, base_fingerprint=self.base_fingerprint,
+            task=self.specs.get("task"), method=self.specs.get("method"),
+            label_names=self.task.label_names or None, verbalizer=self.task.verbalizer_words(),
+            input_format=self.input_format.to_dict() if self.input_format is not None else None,
+            dataset=self.dataset_name, metrics=dict(self.final_metrics if metrics is None else metrics),
+        )
+
+    def export(self, output_dir: str | Path, metrics: dict[str, float] | None = None) -> Path:
+        """Write the trained part alone plus the tokenizer and its card (the method's format: peft's where peft has it).
 
         A method that cannot export raises its one-sentence refusal; nothing is left behind.
         """
@@ -283,11 +312,12 @@ class FineTuneModule(L.LightningModule):
         def write(folder: Path) -> None:
             self.method.export(self.model, folder)
             self.tokenizer.save_pretrained(str(folder))
+            self.card("adapter", metrics).write(folder)
 
         return write_folder_atomically(output_dir, write)
 
-    def export_merged(self, output_dir: str | Path) -> Path:
-        """Fold the adaptation into the base and write a plain `transformers` folder (plus tokenizer)."""
+    def export_merged(self, output_dir: str | Path, metrics: dict[str, float] | None = None) -> Path:
+        """Fold the adaptation into the base and write a plain `transformers` folder (plus tokenizer and card)."""
         self.configure_model()
 
         def write(folder: Path) -> None:
@@ -295,6 +325,7 @@ class FineTuneModule(L.LightningModule):
             self.model = None  # may be folded in place (even if saving fails); rebuild before any further use
             merged.save_pretrained(str(folder), safe_serialization=True)
             self.tokenizer.save_pretrained(str(folder))
+            self.card("merged", metrics).write(folder)
 
         return write_folder_atomically(output_dir, write)
 
@@ -310,8 +341,13 @@ class FineTuneModule(L.LightningModule):
 
     def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
         ckpt["state_dict"] = checkpoint.trainable_state(ckpt["state_dict"], self.trainable_parameter_names())
+        trainer = self._trainer
+        if trainer is not None:
+            self.final_metrics = scalar_metrics(trainer.callback_metrics)
         ckpt["lightning_peft"] = {"fingerprint": self.base_fingerprint, "backbone": self.backbone,
-                                  "phrasings": self.trained_phrasings}
+                                  "phrasings": self.trained_phrasings, "dataset": self.dataset_name,
+                                  "input_format": self.input_format.to_dict() if self.input_format is not None else None,
+                                  "metrics": self.final_metrics}
         ckpt["rng_states"] = checkpoint.capture_rng()
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             # Every rank runs this hook; only rank 0 writes. Each rank draws its own dropout masks,
@@ -325,7 +361,12 @@ class FineTuneModule(L.LightningModule):
         self.configure_model()  # the fingerprint needs the base; a no-op when already built
         checkpoint.check_loadable(ckpt, self.base_fingerprint, self.trainable_parameter_names(), self.backbone)
         self._pending_rng = ckpt.get("rng_states")
-        self.trained_phrasings = ckpt["lightning_peft"].get("phrasings")
+        saved = ckpt["lightning_peft"]
+        self.specs.update({k: dict(v) for k, v in (ckpt.get(checkpoint.HPARAMS_KEY) or {}).items()
+                           if k in ("task", "method") and isinstance(v, dict)})
+        self.trained_phrasings = saved.get("phrasings")
+        self.dataset_name, self.final_metrics = saved.get("dataset"), dict(saved.get("metrics") or {})
+        self.input_format = InputFormat.from_dict(saved["input_format"]) if saved.get("input_format") else None
         per_rank = ckpt.get("rng_states_per_rank")
         trainer = self._trainer
         if per_rank and trainer is not None and len(per_rank) == trainer.world_size:
