@@ -1,7 +1,8 @@
 """Write each run's final metrics to `metrics.json` in its run directory, and say where the adapter is.
 
 Loggers keep curves; a user who wants the final numbers of a run should not have to parse them.
-Works in any Lightning project: it reads only `trainer.callback_metrics`.
+Works in any Lightning project: it reads only `trainer.callback_metrics` (and, for a checkpoint
+given as `ckpt_path`, that checkpoint's `global_step` and `epoch`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from ..atomic import write_file_atomically
@@ -26,12 +28,28 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     write_file_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True)))
 
 
+def checkpoint_progress(path: str | Path) -> tuple[int, int] | None:
+    """(global_step, epoch) saved in a Lightning checkpoint file; None when `path` is not a local file.
+
+    The file is memory-mapped, so its tensors are not read: only the two counters are.
+    """
+    if not Path(path).is_file():
+        return None  # a remote URL: the section names it, its step and epoch stay unknown (null)
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(saved["global_step"]), int(saved["epoch"])
+
+
 class RunSummary(L.Callback):
     """Record the final metrics of fit, validate and test in `<run dir>/metrics.json`.
 
     A section per stage ("fit", "validate", "test"); an evaluation before any optimizer step
-    (e.g. a zero-shot baseline) is recorded as "<stage>_before_training". At the end of fit it
-    prints where the checkpoint (adapter-only) was saved.
+    (e.g. a zero-shot baseline) is recorded as "<stage>_before_training". A validate or test of a
+    checkpoint (`ckpt_path`) is labelled with that checkpoint's step and epoch and names it:
+    the trainer's own counters are 0 then. At the end of fit it prints where the checkpoint
+    (adapter-only) was saved.
+
+    The file holds the sections this run wrote (fit, then its tests, accumulate), never those of
+    an earlier run that wrote to the same folder (no logger: every run writes to the root dir).
 
     Example::
 
@@ -40,6 +58,7 @@ class RunSummary(L.Callback):
 
     def __init__(self, filename: str = "metrics.json") -> None:
         self.filename = filename
+        self._sections: dict[Path, dict[str, dict[str, Any]]] = {}  # per file: what this process wrote
 
     def _record(self, trainer: L.Trainer, stage: str) -> None:
         # On every rank: `trainer.log_dir` is a broadcast, so calling it on rank 0 alone deadlocks DDP.
@@ -48,9 +67,13 @@ class RunSummary(L.Callback):
     @rank_zero_only
     def _write(self, trainer: L.Trainer, stage: str, path: Path) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-        section = f"{stage}_before_training" if stage != "fit" and trainer.global_step == 0 else stage
-        summary = json.loads(path.read_text()) if path.exists() else {}
-        summary[section] = {**metrics, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
+        step, epoch, source = trainer.global_step, trainer.current_epoch, {}
+        if stage != "fit" and trainer.ckpt_path:
+            source = {"ckpt_path": str(trainer.ckpt_path)}
+            step, epoch = checkpoint_progress(trainer.ckpt_path) or (None, None)
+        section = f"{stage}_before_training" if stage != "fit" and step == 0 and not source else stage
+        summary = self._sections.setdefault(path, {})
+        summary[section] = {**metrics, "global_step": step, "epoch": epoch, **source}
         write_json_atomic(path, summary)
         rank_zero_info(f"Metrics ({section}) written to {path}")
 
