@@ -5,18 +5,43 @@ temporary sibling of the target (same folder, so the final `os.replace` is an at
 renamed into place only when complete. A reader then sees the previous complete version or the
 new complete one; a failure or a kill leaves no temporary file behind (failures) or only a
 dot-prefixed one (kills).
+
+The temporary file and folder are created with `os.open(..., 0o666)` and `mkdir(0o777)`, as a
+plain `open()` or `mkdir` would: the kernel applies the process's umask (and a folder's default
+ACL), so what we write is as readable as anything else the user writes (0o644/0o755 under the
+usual umask 022, group-only under 027). `tempfile.mkstemp`/`mkdtemp` would make them private
+(0o600/0o700), and forcing a mode instead would ignore a umask chosen on purpose.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-SHARED_FILE_MODE = 0o644  # mkstemp makes 0600; what we write (checkpoints, metrics, adapters) is read by others
-SHARED_FOLDER_MODE = 0o755
+_NAME_TRIES = 100  # random 48-bit names clash (almost) never; a clash is retried with a new name
+
+
+def _create_sibling(target: Path, create: Callable[[Path], None]) -> Path:
+    """A new, dot-prefixed temporary path beside `target`, created by `create` (which fails if it exists)."""
+    for _ in range(_NAME_TRIES):
+        candidate = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            create(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {target} after {_NAME_TRIES} tries")
+
+
+def _new_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the mode open() uses; umask applies
+
+
+def _new_folder(path: Path) -> None:
+    path.mkdir(mode=0o777)  # the mode mkdir uses; umask applies
 
 
 def write_file_atomically(path: str | Path, write: Callable[[Path], None], fsync: bool = False) -> Path:
@@ -29,12 +54,9 @@ def write_file_atomically(path: str | Path, write: Callable[[Path], None], fsync
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_sibling(path, _new_file)
     try:
         write(tmp)
-        tmp.chmod(SHARED_FILE_MODE)
         if fsync:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -59,8 +81,7 @@ def write_folder_atomically(target: str | Path, write: Callable[[Path], None], r
     if reuse_existing and target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(SHARED_FOLDER_MODE)
+    tmp = _create_sibling(target, _new_folder)
     try:
         write(tmp)
         os.replace(tmp, target)
