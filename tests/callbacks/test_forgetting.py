@@ -106,7 +106,7 @@ class NoLM(L.LightningModule):
 
 def test_a_module_without_a_causal_lm_gets_one_clear_sentence():
     with pytest.raises(ProbeContractError) as error:
-        _probe().on_fit_start(None, NoLM())
+        _probe().on_fit_start(L.Trainer(logger=False), NoLM())
     message = str(error.value)
     assert "NoLM holds none" in message and "probe_model()" in message
     assert "\n" not in message and message.count(". ") == 0 and message.endswith(".")
@@ -114,9 +114,27 @@ def test_a_module_without_a_causal_lm_gets_one_clear_sentence():
 
 def test_missing_tokenizer_is_reported():
     with pytest.raises(ProbeContractError, match="pass `tokenizer=<model name>`"):
-        ForgettingProbe(num_chunks=2, chunk_tokens=32).on_fit_start(None, ForeignLM())
+        ForgettingProbe(num_chunks=2, chunk_tokens=32).on_fit_start(L.Trainer(logger=False), ForeignLM())
 
 
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match="num_chunks"):
         ForgettingProbe(num_chunks=0)
+
+
+def test_fast_dev_run_measures_one_chunk_and_two_examples_per_task_and_says_so(tmp_path, caplog):
+    # Configured for a real measurement (8 chunks, 48 examples); fast_dev_run is a smoke test of the wiring.
+    big = ProbeTask("sms_spam", "Message: {text}\nSpam? Answer:", {"ham": "no", "spam": "yes"}, num_examples=48)
+    module = ForeignLM()
+    probe = ForgettingProbe(tokenizer="tiny-llama", num_chunks=8, chunk_tokens=32, top_k=8, probe_tasks=[big])
+    rows = []  # sequences the LM reads in eval mode: the probes' (training runs in train mode)
+    module.lm.register_forward_hook(lambda lm, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0])
+                                    if not lm.training else None, with_kwargs=True)
+    with caplog.at_level("INFO"):
+        L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  default_root_dir=tmp_path, callbacks=[probe]).fit(module, _loader())
+    measurements = 1 + len(probe.history)  # the base, then each logged row
+    assert sum(rows) == measurements * (1 + 2)  # 1 text chunk + 2 spam examples each
+    assert [r.message for r in caplog.records if r.message.startswith("ForgettingProbe: fast_dev_run")] == [
+        "ForgettingProbe: fast_dev_run, so 1 text chunk and 2 examples per probe task are measured "
+        "(a smoke test: the numbers mean nothing)."]

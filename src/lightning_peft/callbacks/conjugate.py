@@ -3,7 +3,8 @@
 Kotha et al., ICLR 2024 (see `lightning_peft.evaluation.conjugate`). The base is measured at fit
 start (for a peft adapter: the same model with adapters disabled), the fine-tuned model at fit end
 (and at each validation when asked). Logged as `conjugate/<transform>/{base,tuned,drop,recovered}`
-and written to `<run dir>/conjugate.json`.
+and written to `<run dir>/conjugate.json`. Under `fast_dev_run` it scores the first two suite
+prompts (`probe_contract.SMOKE_PROMPTS`), and says so.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..evaluation.conjugate import Translation, conjugate_report, get_transform, icl_accuracy, icl_suite
+from ..evaluation.conjugate import IclPrompt, Translation, conjugate_report, get_transform, icl_accuracy, icl_suite
 from ..evaluation.probes import evaluation_mode
-from .probe_contract import find_causal_lm, find_tokenizer, probe_base, probe_input_limit
+from .probe_contract import SMOKE_PROMPTS, find_causal_lm, find_tokenizer, is_smoke_test, probe_base, probe_input_limit
 from .run_summary import run_dir, write_json_atomic
 
 
@@ -62,6 +63,10 @@ class ConjugatePromptEval(L.Callback):
         self.tokenizer_name, self.filename = tokenizer, filename
         self.base: dict[str, float] | None = None
         self.history: list[dict[str, Any]] = []
+        self._smoke = False  # scoring the fast_dev_run suite (see probe_contract)
+
+    def _suite(self) -> list[IclPrompt]:
+        return self.suite[:SMOKE_PROMPTS] if self._smoke else self.suite
 
     def _accuracy(self, pl_module: L.LightningModule, base: bool) -> dict[str, float]:
         model = find_causal_lm(pl_module, "ConjugatePromptEval")
@@ -69,13 +74,19 @@ class ConjugatePromptEval(L.Callback):
         limit = probe_input_limit(pl_module)
         if not base:
             with evaluation_mode(model):
-                return icl_accuracy(model, tokenizer, self.suite, self.transforms, self.max_new_tokens, limit)
+                return icl_accuracy(model, tokenizer, self._suite(), self.transforms, self.max_new_tokens, limit)
         with probe_base(pl_module, "ConjugatePromptEval") as disabled:
             target = model if disabled is None else disabled  # None: the model at fit start is the base
             with evaluation_mode(target):
-                return icl_accuracy(target, tokenizer, self.suite, self.transforms, self.max_new_tokens, limit)
+                return icl_accuracy(target, tokenizer, self._suite(), self.transforms, self.max_new_tokens, limit)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        smoke = is_smoke_test(trainer)
+        if smoke != self._smoke:  # another suite: measure the base on it
+            self._smoke, self.base, self.history = smoke, None, []
+            if smoke:
+                rank_zero_info(f"ConjugatePromptEval: fast_dev_run, so {SMOKE_PROMPTS} prompts per transform are scored "
+                               "(a smoke test: the numbers mean nothing).")
         if self.base is None:
             self.base = self._accuracy(pl_module, base=True)
             rank_zero_info(f"ConjugatePromptEval: base in-context accuracy {self.base}")
@@ -101,7 +112,8 @@ class ConjugatePromptEval(L.Callback):
             write_json_atomic(path, {"history": self.history, "base": self.base})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"base": self.base, "history": self.history}
+        return {"base": self.base, "history": self.history, "smoke_test": self._smoke}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base, self.history = state["base"], list(state["history"])
+        self._smoke = state.get("smoke_test", False)  # checkpoints from before fast_dev_run scaling: full suite

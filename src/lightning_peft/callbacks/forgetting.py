@@ -6,11 +6,13 @@ same model with its adapters disabled (`PeftModel.disable_adapter()`, no second 
 fine-tuning / HFT it is the model as fit starts, kept as those compact outputs. Then every N steps
 and at each validation the current model is measured and `forgetting/*` deltas are logged.
 See `lightning_peft.evaluation.probes` for the measurements and `probe_contract` for what the
-LightningModule must hold.
+LightningModule must hold. Under `fast_dev_run` it measures one text chunk and two examples per
+probe task (`probe_contract.SMOKE_*`), and says so.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -19,7 +21,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from ..evaluation.plots import plot_history
 from ..evaluation.probes import DEFAULT_PROBE_TASKS, ForgettingProbes, ProbeTask, TextStats, compare
-from .probe_contract import find_causal_lm, find_tokenizer, probe_base, probe_input_limit
+from .probe_contract import (SMOKE_EXAMPLES, SMOKE_TEXT_CHUNKS, find_causal_lm, find_tokenizer, is_smoke_test,
+                             probe_base, probe_input_limit)
 from .run_summary import run_dir
 
 
@@ -71,6 +74,7 @@ class ForgettingProbe(L.Callback):
         self._tasks = tuple(probe_tasks or DEFAULT_PROBE_TASKS)
         self._batch_size = batch_size
         self._probes: ForgettingProbes | None = None
+        self._smoke = False  # the probe sets are the fast_dev_run ones (see probe_contract)
         self.base: dict[str, float] | None = None
         self.base_text: TextStats | None = None
         self.base_source: str | None = None
@@ -84,9 +88,13 @@ class ForgettingProbe(L.Callback):
         model = find_causal_lm(pl_module, "ForgettingProbe")
         if self._probes is None:
             s = self.settings
+            chunks, tasks = s["num_chunks"], self._tasks
+            if self._smoke:
+                chunks = min(chunks, SMOKE_TEXT_CHUNKS)
+                tasks = tuple(replace(t, num_examples=min(t.num_examples, SMOKE_EXAMPLES)) for t in tasks)
             self._probes = ForgettingProbes(find_tokenizer(pl_module, self.tokenizer_name, "ForgettingProbe"),
-                                            s["text_dataset"], s["num_chunks"], s["chunk_tokens"], s["top_k"],
-                                            self._tasks, self._batch_size, probe_input_limit(pl_module))
+                                            s["text_dataset"], chunks, s["chunk_tokens"], s["top_k"],
+                                            tasks, self._batch_size, probe_input_limit(pl_module))
         return model
 
     def measure_base(self, pl_module: L.LightningModule) -> None:
@@ -96,6 +104,12 @@ class ForgettingProbe(L.Callback):
         self.base_source = "model at fit start" if base is None else "adaptation disabled"
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        smoke = is_smoke_test(trainer)
+        if smoke != self._smoke:  # other probe sets: prepare them and measure the base on them
+            self._smoke, self._probes, self.base, self.base_text, self.history = smoke, None, None, None, []
+            if smoke:
+                rank_zero_info(f"ForgettingProbe: fast_dev_run, so {SMOKE_TEXT_CHUNKS} text chunk and {SMOKE_EXAMPLES} "
+                               "examples per probe task are measured (a smoke test: the numbers mean nothing).")
         if self.base is None:  # restored from a checkpoint otherwise
             self.measure_base(pl_module)
             rank_zero_info(f"ForgettingProbe: base measured ({self.base_source}): "
@@ -141,12 +155,13 @@ class ForgettingProbe(L.Callback):
             "perplexity": self.base_text.perplexity, "topk_logprobs": self.base_text.topk_logprobs,
             "topk_indices": self.base_text.topk_indices}
         return {"settings": self.settings, "base": self.base, "base_text": text, "base_source": self.base_source,
-                "history": self.history}
+                "history": self.history, "smoke_test": self._smoke}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("settings") != self.settings:
             raise ValueError("ForgettingProbe settings differ from the checkpoint's (its base was measured on other "
                              "probe sets); resume with the same text_dataset, num_chunks, chunk_tokens, top_k and probe_tasks.")
         self.base, self.base_source, self.history = state["base"], state["base_source"], list(state["history"])
+        self._smoke = state.get("smoke_test", False)  # checkpoints from before fast_dev_run scaling: full sets
         text = state["base_text"]
         self.base_text = None if text is None else TextStats(text["perplexity"], text["topk_logprobs"], text["topk_indices"])

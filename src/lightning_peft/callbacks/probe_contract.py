@@ -14,18 +14,29 @@ The contract (`ProbedModule`) is met in one of two ways, checked in this order:
 
 The tokenizer is the module's `tokenizer` attribute when it has one (`HasTokenizer`), else the
 callback's `tokenizer` argument (a model name resolved by `zoo.load_tokenizer`).
+
+Under Lightning's `fast_dev_run` (one batch per loop, to check that a setup runs end to end) the
+probing callbacks measure the `SMOKE_*` amounts below instead of their configured ones, and say
+so once: their configured base measurement alone can take longer than the whole smoke test.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ContextManager, Iterator, Protocol, runtime_checkable
 
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import zoo
 from ..evaluation.probes import adapters_disabled
+
+if TYPE_CHECKING:
+    import lightning as L
+
+SMOKE_TEXT_CHUNKS = 1  # ForgettingProbe: held-out text chunks measured under fast_dev_run
+SMOKE_EXAMPLES = 2  # ForgettingProbe: examples scored per probe task under fast_dev_run
+SMOKE_PROMPTS = 2  # ConjugatePromptEval: suite prompts per transform under fast_dev_run
 
 
 class ProbeContractError(ValueError):
@@ -86,6 +97,11 @@ def probe_base(pl_module: nn.Module, callback: str) -> Iterator[nn.Module | None
 def probe_input_limit(pl_module: nn.Module) -> int | None:
     """The probed model's input limit in tokens, per the contract above (None for modules that do not declare it)."""
     return pl_module.probe_input_limit() if isinstance(pl_module, ProbedModule) else None
+
+
+def is_smoke_test(trainer: L.Trainer) -> bool:
+    """Whether the trainer runs Lightning's `fast_dev_run` (True, or a number of batches)."""
+    return bool(trainer.fast_dev_run)
 
 
 def find_tokenizer(pl_module: nn.Module, name: str | None, callback: str) -> PreTrainedTokenizerBase:
