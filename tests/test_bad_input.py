@@ -114,7 +114,7 @@ def test_quantized_base_with_fsdp(capsys, tmp_path):
 def test_checkpoint_for_another_base_model(capsys, tmp_path):
     common = ["--model.init_args.method.init_args.target_modules", "all-linear"]
     main(_args(tmp_path / "llama", *common, "--test_after_fit", "false"))
-    (ckpt,) = (tmp_path / "llama").rglob("*.ckpt")
+    (ckpt,) = (tmp_path / "llama").rglob("last.ckpt")
     _fails(capsys, tmp_path / "gpt2", _args(tmp_path / "gpt2", *common, "--ckpt_path", str(ckpt), backbone="tiny-gpt2"),
            "trained on base model 'tiny-llama'", "set model.init_args.backbone to 'tiny-llama'")
 

@@ -43,7 +43,10 @@ def test_checkpoint_holds_trainable_parameters_and_training_state_only(trained):
     for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops", "ClassificationData", "rng_states"):
         assert saved[key], key
     assert saved["ClassificationData"] == {"epoch": 0, "batches_processed": 2}
-    assert saved["lightning_peft"] == {"fingerprint": module.base_fingerprint, "backbone": helpers.BACKBONE, "phrasings": None}
+    facts = saved["lightning_peft"]
+    assert facts["fingerprint"] == module.base_fingerprint and facts["backbone"] == helpers.BACKBONE
+    assert facts["phrasings"] is None and facts["input_format"]["template"] == "{text}" and facts["input_format"]["column"] == "text"
+    assert set(facts) == {"fingerprint", "backbone", "phrasings", "input_format", "dataset", "metrics"}
 
 
 def _same_architecture_other_weights(folder: Path) -> str:

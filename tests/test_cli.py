@@ -69,7 +69,7 @@ def test_setup_rejects_sharding_strategy_outside_the_cli():
 
 
 def _adapter_only(root: Path) -> dict[str, torch.Tensor]:
-    (ckpt,) = root.rglob("*.ckpt")
+    (ckpt,) = root.rglob("last.ckpt")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert state and all("lora_" in k for k in state), sorted(state)[:5]
     return state
@@ -98,7 +98,7 @@ def test_adamw8bit_trains_on_cpu(tmp_path):
     # bitsandbytes keeps 32-bit state for tensors under min_8bit_size (4096); tiny-llama's LoRA tensors are 512.
     main(_args(tmp_path, "--config", str(ROOT / "configs/optimizer/adamw8bit.yaml"),
                "--model.init_args.optimizer.init_args.min_8bit_size", "256"))
-    (ckpt,) = tmp_path.rglob("*.ckpt")
+    (ckpt,) = tmp_path.rglob("last.ckpt")
     optimizer_state = torch.load(ckpt, map_location="cpu", weights_only=True)["optimizer_states"][0]["state"]
     tensors = [t for s in optimizer_state.values() for t in _tensors(s)]
     assert any(t.dtype == torch.uint8 for t in tensors), {t.dtype for t in tensors}

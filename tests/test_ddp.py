@@ -96,7 +96,7 @@ def _finish(process: subprocess.Popen, root: Path) -> tuple[dict, dict]:
     assert process.returncode == 0, (root / "output.log").read_text()[-3000:]
     run = root / "lightning_logs" / "version_0"
     metrics = json.loads((run / "metrics.json").read_text())
-    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    (ckpt,) = (run / "checkpoints").glob("last.ckpt")
     return metrics, torch.load(ckpt, map_location="cpu", weights_only=True)
 
 

@@ -24,7 +24,7 @@ def test_quickstart_runs_and_reports_before_and_after(tmp_path, caplog):
     assert metrics["fit"]["global_step"] == 3
     for section in ("test_before_training", "test"):
         assert 0.0 <= metrics[section]["test/acc"] <= 1.0
-    (ckpt_path,) = tmp_path.rglob("*.ckpt")
+    (ckpt_path,) = tmp_path.rglob("last.ckpt")
     assert f"Adapter-only checkpoint saved to {ckpt_path}" in caplog.text
     ckpt = torch.load(ckpt_path, weights_only=True)
     # r=8 LoRA on q/v of 30 layers: 30 * 2 * (8*576 + out*8); the 134.5M-parameter base is not in it

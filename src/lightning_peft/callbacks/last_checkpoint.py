@@ -1,0 +1,40 @@
+"""A `last.ckpt` from every fit: at the end of training and when it is interrupted.
+
+Lightning's `ModelCheckpoint(save_last=True)` writes `last.ckpt` only beside a regular save
+(after validation or at an epoch's end), so a fit shorter than `val_check_interval`, or one that
+stops between two validations, leaves no checkpoint of its final weights. `LastCheckpoint`
+keeps everything `ModelCheckpoint` does and also writes `last.ckpt` when training ends at a step
+not saved yet, and (with `save_on_exception`, on by default) when it is interrupted (Ctrl-C
+included). `lightning-peft fit` adds it unless the config names its own `ModelCheckpoint`.
+Works in any Lightning project.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that always leaves `last.ckpt` for the final step of fit.
+
+    Args:
+        **kwargs: As `ModelCheckpoint`; `save_last` and `save_on_exception` default to True.
+
+    Example::
+
+        trainer = Trainer(callbacks=[LastCheckpoint()], max_steps=3)  # .../checkpoints/last.ckpt after fit
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("save_last", True)
+        kwargs.setdefault("save_on_exception", True)
+        super().__init__(**kwargs)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Replaces Lightning's hook, which saves `last` only when nothing was written during the whole
+        # run (and even under fast_dev_run): save whenever the final step has not been written yet.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
