@@ -1,9 +1,9 @@
-"""W&B from a config, offline: hyperparameters, metrics, the forgetting plot and the checkpoint artifact (adapter only).
+"""W&B from a config, offline: the whole config, metrics, the forgetting plot and the exported adapter folder as artifact.
 
 wandb 0.31 writes an offline run as one transaction log, `run-<id>.wandb` (LevelDB-style blocks
 of protobuf `Record`s), and has no public reader for it, so `_records` reads that format.
-`log_model: true` works offline: the artifact record and its manifest are written into the log
-and the file is staged locally for `wandb sync` to upload later; we check the staged file.
+An artifact logged offline is written into the log (record and manifest) and its files are staged
+locally for `wandb sync` to upload later; we check the staged files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lightning_peft import zoo
 
@@ -46,16 +45,17 @@ def _records(path: Path):
 
 
 @pytest.mark.timeout(300)
-def test_offline_run_logs_config_metrics_and_adapter_only_artifact(tmp_path):
+def test_offline_recipe_logs_whole_config_metrics_and_adapter_folder_artifact(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_DATA_DIR": str(tmp_path / "data"),
            "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_CONFIG_DIR": str(tmp_path / "config"),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "lightning_peft.cli", "fit",
-            "--config", str(ROOT / "configs/quickstart.yaml"), "--config", str(ROOT / "configs/logger/wandb.yaml"),
+            "--config", str(ROOT / "configs/quickstart.yaml"), "--config", str(ROOT / "configs/logger/wandb_offline.yaml"),
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
             "--model.init_args.backbone", "tiny-llama", "--data.init_args.max_train_examples", "8",
             "--data.init_args.max_eval_examples", "8", "--data.init_args.batch_size", "4",
             "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
-            "--trainer.enable_progress_bar", "false", "--test_before_fit", "false", "--test_after_fit", "false",
+            "--trainer.enable_progress_bar", "false", "--test_before_fit", "false", "--test_after_fit", "true",
             "--trainer.default_root_dir", str(tmp_path),
             "--trainer.callbacks+=" + json.dumps({"class_path": "lightning_peft.callbacks.ForgettingProbe", "init_args": {
                 "every_n_steps": 1, "num_chunks": 2, "chunk_tokens": 16,
@@ -79,12 +79,19 @@ def test_offline_run_logs_config_metrics_and_adapter_only_artifact(tmp_path):
     logged = list((run_files / "media" / "images").rglob("*.png"))
     assert logged and all(p.stat().st_size > 1000 for p in logged), logged  # the PNG itself, staged for upload
 
+    # the whole resolved config, not only the model's arguments
+    assert config["data"]["batch_size"] == 4 and config["trainer"]["max_steps"] == 2 and config["seed_everything"] == 42
     (artifact,) = [r.artifact for r in records if r.HasField("artifact")]
-    assert artifact.type == "model" and json.loads(artifact.metadata)["original_filename"].endswith(".ckpt")
-    (entry,) = artifact.manifest.contents
-    staged = Path(entry.local_path)
-    assert staged.is_file() and staged.stat().st_size == entry.size
-    state = torch.load(staged, map_location="cpu", weights_only=True)["state_dict"]
-    assert state and all("lora_" in name for name in state), sorted(state)[:5]
+    assert artifact.type == "model" and artifact.name.startswith("adapter-")
+    staged = {Path(entry.path).name: Path(entry.local_path) for entry in artifact.manifest.contents}
+    assert {"adapter_config.json", "adapter_model.safetensors", "lightning_peft.json", "README.md"} <= set(staged), staged
+    card = json.loads(staged["lightning_peft.json"].read_text())
+    assert card["backbone"] == "tiny-llama" and card["label_names"][0] == "abbreviation" and "test/acc" in card["metrics"]
+    assert json.loads(staged["adapter_config.json"].read_text())["base_model_name_or_path"] == "tiny-llama"
     base = Path(zoo.resolve("tiny-llama")) / "model.safetensors"
-    assert entry.size < base.stat().st_size / 20  # the base is ~13 MB; adapter plus optimizer state ~70 KB
+    assert staged["adapter_model.safetensors"].stat().st_size < base.stat().st_size / 20  # the adapter alone
+
+    # one folder per run: its config.yaml, metrics.json and checkpoints sit together under <project>/<run id>
+    (run,) = (tmp_path / "runs" / "lightning-peft").iterdir()
+    assert {"config.yaml", "metrics.json", "checkpoints", "adapter"} <= {p.name for p in run.iterdir()}
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -19,9 +19,18 @@ from ..atomic import write_file_atomically
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The folder this run writes into: the logger's version folder, else the trainer's root dir."""
-    folder = trainer.log_dir if trainer.logger is not None and trainer.log_dir else trainer.default_root_dir
-    return Path(folder)
+    """The folder of this run alone: `<save_dir>/<name>/<version>` of its first logger, else the trainer's root dir.
+
+    The same folder Lightning's `ModelCheckpoint` puts `checkpoints/` in. `trainer.log_dir` is that
+    folder for TensorBoard and CSV loggers, but for W&B it is the `save_dir` every run shares.
+    Call it on every rank: the folder is broadcast from rank 0 (other ranks have no W&B run id).
+    """
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    folder = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+    return Path(trainer.strategy.broadcast(str(folder)))
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

@@ -16,33 +16,41 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
-from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import ProgressBar
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import quantization as quant
-from ..callbacks import CpuAllocatorCache, EpochRichProgressBar, RunSummary
+from ..callbacks import CpuAllocatorCache, EpochRichProgressBar, LastCheckpoint, RunSummary
 from ..callbacks.dual_lr import ScheduleConfigError
 from ..callbacks.probe_contract import ProbeContractError
 from ..callbacks.throughput import ThroughputConfigError
+from ..card import CardError
 from ..checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
 from ..data import DataConfigError, DataFacts
+from ..inference.generation import GenerationError
 from ..methods import MethodConfigError
 from ..modules import FineTuneModule
 from ..tasks import TaskConfigError
 from ..zoo import ModelNotFoundError
+from .artifact import log_adapter_artifact
 from .catalog import datasets_command, models_command
 from .evaluate import evaluate_command
 from .export import export_command, merge_command
+from .generate import chat_command, generate_command
+from .predict import predict_command
+from .run_config import RunConfig
 from .launch_env import LaunchEnvironmentError, check_launch_environment
 
 # Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
 # `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
-USER_ERRORS = (CheckpointError, DataConfigError, LaunchEnvironmentError, MethodConfigError, ModelNotFoundError,
-               ProbeContractError, quant.QuantizationError, ScheduleConfigError, TaskConfigError, ThroughputConfigError)
+USER_ERRORS = (CardError, CheckpointError, DataConfigError, GenerationError, LaunchEnvironmentError, MethodConfigError,
+               ModelNotFoundError, ProbeContractError, quant.QuantizationError, ScheduleConfigError, TaskConfigError,
+               ThroughputConfigError)
 
-EXTRA_COMMANDS = "Also: `lightning-peft models`, `datasets`, `export`, `merge`, `evaluate` (each with --help)."
+EXTRA_COMMANDS = ("Also: `lightning-peft predict`, `generate`, `chat`, `export`, `merge`, `evaluate`, `models`, `datasets` "
+                  "(each with --help).")
 
 
 def _label_names(data: L.LightningDataModule) -> list[str] | None:
@@ -66,10 +74,31 @@ class LightningPeftCLI(LightningCLI):
             help="Run the test set with the final weights when fit ends (if the data has a test split).",
         )
 
+    def _resolve_last(self, config) -> None:
+        """`--ckpt_path last`: the newest last*.ckpt of any earlier run under the run's root folders.
+
+        Lightning looks for it only in the new run's own (empty) version folder, so a resume with
+        `last` would silently start from scratch.
+        """
+        roots = {config.get("trainer.default_root_dir") or os.getcwd()}
+        logger = config.get("trainer.logger")
+        for entry in logger if isinstance(logger, list) else [logger]:
+            if isinstance(entry, dict | Namespace) and entry.get("init_args") and entry["init_args"].get("save_dir"):
+                roots.add(entry["init_args"]["save_dir"])
+        found = [p for root in roots if Path(root).is_dir() for p in Path(root).rglob("checkpoints/last*.ckpt")]
+        if not found:
+            print(f"No last.ckpt under {', '.join(sorted(map(str, roots)))}: starting from scratch.", file=sys.stderr)
+            config["ckpt_path"] = None
+            return
+        config["ckpt_path"] = str(max(found, key=lambda p: p.stat().st_mtime))
+        print(f"Resuming from {config['ckpt_path']}", file=sys.stderr)
+
     def _parse_ckpt_path(self) -> None:
         # Lightning replaces the model config with the checkpoint's hyperparameters here, so a
         # backbone the user set explicitly would be ignored without a word; say so instead.
         config = self.config.get(self.config.get("subcommand") or "", {})
+        if config and config.get("ckpt_path") == "last":
+            self._resolve_last(config)
         ckpt_path, wanted = config.get("ckpt_path"), config.get("model.init_args.backbone")
         if ckpt_path and wanted and Path(ckpt_path).is_file():
             import torch
@@ -110,6 +139,8 @@ class LightningPeftCLI(LightningCLI):
                 and not any(isinstance(c, ProgressBar) for c in given)):
             # Lightning's default bar (rich) prints "Epoch 0/-2" for a run limited by max_steps; ours does not.
             callbacks = [*callbacks, EpochRichProgressBar()]
+        if config.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in given):
+            callbacks = [*callbacks, LastCheckpoint()]  # a last.ckpt from every fit, interrupted ones included
         return super()._instantiate_trainer(config, callbacks)
 
     def _subcommand_flag(self, name: str) -> bool:
@@ -120,13 +151,16 @@ class LightningPeftCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
     def after_fit(self) -> None:
-        if self._subcommand_flag("test_after_fit") and self.trainer.state.status == "finished" and not self.trainer.interrupted:
+        finished = self.trainer.state.status == "finished" and not self.trainer.interrupted
+        if self._subcommand_flag("test_after_fit") and finished:
             if self.datamodule is not None and type(self.datamodule).test_dataloader is not L.LightningDataModule.test_dataloader:
                 self.trainer.test(self.model, datamodule=self.datamodule)
+        if finished and isinstance(self.model, FineTuneModule):
+            log_adapter_artifact(self.trainer, self.model)
 
 
 COMMANDS = {"models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command,
-            "evaluate": evaluate_command}
+            "evaluate": evaluate_command, "predict": predict_command, "generate": generate_command, "chat": chat_command}
 
 
 def _user_error(error: BaseException) -> BaseException | None:
@@ -179,6 +213,7 @@ def main(args: list[str] | None = None) -> None:
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"description": f"Parameter-efficient fine-tuning with Lightning. {EXTRA_COMMANDS}",
                            "exit_on_error": False},

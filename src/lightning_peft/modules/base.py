@@ -96,6 +96,7 @@ class FineTuneModule(L.LightningModule):
         self.compile_model = compile  # not `self.compile`: that would hide nn.Module.compile
         self.attn_implementation = attn_implementation
         # Cheap checks first, so a bad name or label set fails before any weights load.
+        zoo.check_architecture(backbone, task.auto_class_name)
         self.tokenizer = zoo.load_tokenizer(backbone)
         task.bind(self.tokenizer, label_names)
         method.bind(self.tokenizer)

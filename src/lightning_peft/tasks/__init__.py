@@ -1,10 +1,10 @@
 """Tasks: the training objective and its metrics, independent of the fine-tuning method."""
 
-from .base import Task, TaskConfigError, TaskOutput
+from .base import Classifies, Task, TaskConfigError, TaskOutput
 from .classification import HeadClassification, VerbalizerClassification, left_align
 from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
 from .metrics import TokenPerplexity
 from .robust import RobustPrompt
 
-__all__ = ["IGNORE_INDEX", "CausalLMSFT", "HeadClassification", "RobustPrompt", "Seq2Seq", "Task", "TaskConfigError", "TaskOutput",
+__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "HeadClassification", "RobustPrompt", "Seq2Seq", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "left_align"]

@@ -7,6 +7,7 @@ and the data's labels (`bind`), computes the loss for a batch, and owns its torc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -27,6 +28,19 @@ class TaskOutput:
     target: torch.Tensor | None = None
     token_nll: torch.Tensor | None = None  # summed negative log-likelihood over counted tokens
     tokens: torch.Tensor | None = None  # number of counted tokens
+
+
+@runtime_checkable
+class Classifies(Protocol):
+    """A task whose prediction is a class: `scores` are [batch, classes] in `label_names` order.
+
+    `lightning-peft predict` turns them into a label and class probabilities; the model reads
+    right-padded `input_ids` and `attention_mask` built with the data's `InputFormat`.
+    """
+
+    label_names: list[str]
+
+    def scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
 
 
 class Task:

@@ -105,6 +105,10 @@ class RobustPrompt(Task):
     def auto_class(self):
         return self.task.auto_class()
 
+    def scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The inner task's class scores: at inference the wrapper changes nothing."""
+        return self.task.scores(model, input_ids, attention_mask)
+
     def model_kwargs(self) -> dict:
         return self.task.model_kwargs()
 

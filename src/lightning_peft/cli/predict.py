@@ -1,0 +1,78 @@
+"""`lightning-peft predict`: apply a trained model to a file of inputs, one JSON line out per input.
+
+    lightning-peft predict --ckpt_path runs/x/checkpoints/last.ckpt --input questions.jsonl --output predictions.jsonl
+    lightning-peft predict --adapter exported/ --input questions.jsonl       # JSONL to stdout
+
+A classification task writes each input record with `label` and `probabilities` (per class) added;
+SFT and seq2seq tasks write it with `generated` added. Inputs are written as in training (the run's
+template or chat template, its truncation), which the checkpoint or the export records.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from jsonargparse import ArgumentParser
+from tqdm.auto import tqdm
+
+from ..atomic import write_file_atomically
+from ..data.formats import InputFormat
+from ..inference import GenerationSettings, classify, generate_texts, prompt_for
+from ..tasks import Classifies
+from .sources import add_source_arguments, load_source, read_inputs
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="lightning-peft predict", description=__doc__.split("\n\n")[0])
+    add_source_arguments(parser)
+    parser.add_argument("--input", type=str, required=True,
+                        help="Records to predict: .jsonl, .json, .csv, .parquet (each with the input column the run "
+                             "trained on, e.g. text), or .txt (one input per line).")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="JSONL file to write (replaced only when complete); default: standard output.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Inputs per forward pass (or per generate call).")
+    parser.add_argument("--max_new_tokens", type=int, default=128, help="Generative tasks: the most tokens per answer.")
+    parser.add_argument("--do_sample", type=bool, default=False, help="Generative tasks: sample instead of greedy decoding.")
+    parser.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature (with --do_sample).")
+    parser.add_argument("--top_p", type=float, default=0.9, help="Nucleus sampling mass (with --do_sample).")
+    parser.add_argument("--seed", type=int, default=0, help="Sampling seed.")
+    return parser
+
+
+def predictions(runnable, records: list[dict[str, Any]], args) -> Iterator[dict[str, Any]]:
+    """Each record with what the model predicts for it added (`label` + `probabilities`, or `generated`)."""
+    fmt = runnable.input_format if runnable.input_format is not None else InputFormat()
+    for number, record in enumerate(records, start=1):
+        problem = fmt.missing_column(record)
+        if problem is not None:
+            raise SystemExit(f"error: input {number} of {args.input}: {problem}")
+    if isinstance(runnable.task, Classifies):
+        for record, predicted in zip(records, classify(runnable, records, args.batch_size)):
+            yield {**record, **predicted}
+        return
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    prompts = [prompt_for(runnable, str(record[fmt.column])) for record in records]
+    for record, text in zip(records, generate_texts(runnable, prompts, settings, args.batch_size)):
+        yield {**record, "generated": text}
+
+
+def predict_command(argv: list[str]) -> None:
+    args = _parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise SystemExit(f"error: --batch_size must be a positive integer, got {args.batch_size}.")
+    runnable = load_source(args)
+    column = runnable.input_format.column if runnable.input_format is not None else "text"
+    records = read_inputs(args.input, column)
+    rows = tqdm(predictions(runnable, records, args), total=len(records), unit="input", file=sys.stderr,
+                disable=not sys.stderr.isatty())
+    if args.output is None:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        return
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]  # all computed before the file is touched
+    write_file_atomically(Path(args.output), lambda tmp: tmp.write_text("".join(f"{line}\n" for line in lines)))
+    print(f"Wrote {len(lines)} predictions to {args.output}")

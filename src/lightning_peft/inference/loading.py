@@ -1,0 +1,123 @@
+"""Load something trained for use: an exported adapter folder, a merged folder, or a plain model.
+
+The folder's `lightning_peft.json` (`card.RunCard`) names the base, the task and the input
+format, so nothing else is needed: an adapter is put back onto its base (which must have the
+fingerprint it was trained on), a merged folder loads as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+
+from .. import checkpoint, zoo
+from ..card import CARD_NAME, CardError, RunCard
+from ..data.formats import InputFormat
+from ..methods.soft_prompt_io import load_soft_prompt
+from ..tasks import Task
+
+
+@dataclass
+class Runnable:
+    """A model ready to apply, and what says how to feed it.
+
+    Args:
+        model: The model in eval mode (adapter or prompt included); runs forward and `generate`.
+        tokenizer: Its tokenizer.
+        task: The trained task (bound to the tokenizer and labels), or None for a plain model.
+        input_format: How training wrote inputs, or None (then prompts are used as given).
+        encoder_decoder: `generate` returns decoder tokens only (T5-style), not the input and what follows.
+    """
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    task: Task | None = None
+    input_format: InputFormat | None = None
+    encoder_decoder: bool = False
+
+
+def _class_paths(spec: Any) -> list[str]:
+    if isinstance(spec, dict):
+        own = [str(spec["class_path"])] if "class_path" in spec else []
+        return own + [p for value in spec.values() for p in _class_paths(value)]
+    if isinstance(spec, list):
+        return [p for value in spec for p in _class_paths(value)]
+    return []
+
+
+def task_from_spec(spec: dict[str, Any], tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> Task:
+    """The task a card records (`{"class_path", "init_args"}`), built and bound; only lightning_peft's tasks."""
+    from jsonargparse import ArgumentParser
+
+    foreign = [path for path in _class_paths(spec) if not path.startswith("lightning_peft.")]
+    if foreign:
+        raise CardError(f"The card names {foreign[0]!r}, which is not a lightning_peft class; only this package's tasks "
+                        "are built from a card (nothing else is imported).")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--task", type=Task)
+    task = parser.instantiate_classes(parser.parse_object({"task": spec})).task
+    task.bind(tokenizer, label_names)
+    return task
+
+
+def _dtype(device: torch.device, dtype: str) -> torch.dtype:
+    if dtype == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto": the GPU when there is one, else the CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def ready(model: nn.Module, device: torch.device, dtype: str) -> nn.Module:
+    """`model` on `device` in the dtype `dtype` names ("auto": bfloat16 on a GPU that computes it), in eval mode."""
+    return model.to(device=device, dtype=_dtype(device, dtype)).eval()
+
+
+def load_folder(folder: str | Path, device: str = "auto", dtype: str = "auto") -> Runnable:
+    """An exported adapter (`lightning-peft export`) on its base, or a merged folder (`merge`), ready to run.
+
+    Raises `CardError` (one sentence) for a folder without `lightning_peft.json` or an adapter whose
+    base no longer matches the fingerprint it was trained on.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CardError(f"{folder} is not a folder; pass the folder written by `lightning-peft export` or `merge`.")
+    card = RunCard.read(folder)
+    tokenizer = zoo.load_tokenizer(str(folder))
+    task = task_from_spec(card.task, tokenizer, card.label_names) if card.task else None
+    auto = task.auto_class() if task is not None else AutoModelForCausalLM
+    kwargs = task.model_kwargs() if task is not None else {}
+    if card.kind == "merged":
+        model = auto.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
+    else:
+        base = auto.from_pretrained(zoo.resolve(card.backbone), dtype=torch.float32, **kwargs)
+        if card.base_fingerprint:
+            found = checkpoint.fingerprint(base, exclude=task.head_modules(base) if task is not None else [])
+            if found != card.base_fingerprint:
+                raise CardError(f"The adapter in {folder} was trained on a base {card.backbone!r} with fingerprint "
+                                f"{card.base_fingerprint}, but that name now loads a model with fingerprint {found}; "
+                                "load the base it was trained on.")
+        model = load_soft_prompt(base, folder)  # reads peft's format and ours alike
+    input_format = InputFormat.from_dict(card.input_format) if card.input_format else None
+    encoder_decoder = bool(zoo.load_config(str(folder) if card.kind == "merged" else card.backbone).is_encoder_decoder)
+    return Runnable(ready(model, resolve_device(device), dtype), tokenizer, task, input_format, encoder_decoder)
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto") -> Runnable:
+    """A folder with a card as `load_folder` does; any other name (zoo name, hub id, plain folder) as a causal LM."""
+    if (Path(name) / CARD_NAME).is_file():
+        return load_folder(name, device, dtype)
+    tokenizer = zoo.load_tokenizer(name)
+    model = AutoModelForCausalLM.from_pretrained(zoo.resolve(name), dtype=torch.float32)
+    return Runnable(ready(model, resolve_device(device), dtype), tokenizer)
