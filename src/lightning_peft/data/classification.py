@@ -67,8 +67,7 @@ class ClassificationData(TokenizedDataModule):
 
     @property
     def input_format(self) -> InputFormat:
-        return InputFormat(column=self.text_column, template=self.template, slot="text", max_length=self.max_length,
-                           classifies=True)
+        return InputFormat(column=self.text_column, template=self.template, slot="text", max_length=self.max_length)
 
     @property
     def label_names(self) -> list[str]:

@@ -38,7 +38,6 @@ class InputFormat:
         chat_template: The input is the user turn of the tokenizer's chat template, with the generation
             prompt after it; `template` is not used.
         max_length: The most tokens of input the model was trained on (None: no limit).
-        classifies: The model reads the input and the task scores classes (else it continues the text).
     """
 
     column: str = "text"
@@ -46,14 +45,13 @@ class InputFormat:
     slot: str = "text"
     chat_template: bool = False
     max_length: Optional[int] = None
-    classifies: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "InputFormat":
-        return cls(**values)
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})  # older exports may add fields
 
     def with_template(self, template: str) -> "InputFormat":
         return replace(self, template=template)
