@@ -103,3 +103,23 @@ def test_adamw8bit_trains_on_cpu(tmp_path):
     tensors = [t for s in optimizer_state.values() for t in _tensors(s)]
     assert any(t.dtype == torch.uint8 for t in tensors), {t.dtype for t in tensors}
     _adapter_only(tmp_path)
+
+
+def test_top_level_optimizer_is_refused_with_the_option_that_works(capsys, tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(_args(tmp_path, "--optimizer", "torch.optim.AdamW"))
+    assert "use --model.optimizer" in str(error.value) and not list(tmp_path.rglob("*"))
+
+
+def test_bare_optimizer_and_scheduler_names_mean_torchs(capsys, tmp_path):
+    with pytest.raises(SystemExit):  # --print_config prints and exits
+        main(_args(tmp_path, "--model.optimizer", "AdamW", "--model.optimizer.lr", "0.01",
+                   "--model.lr_scheduler=StepLR", "--model.lr_scheduler.step_size", "1", "--print_config"))
+    printed = capsys.readouterr().out
+    assert "class_path: torch.optim.AdamW" in printed and "class_path: torch.optim.lr_scheduler.StepLR" in printed
+    assert "lr: 0.01" in printed
+
+
+def test_backbone_of_the_wrong_architecture_gets_one_sentence(capsys, tmp_path):
+    message = _error(capsys, _args(tmp_path, "--model.init_args.backbone", "tiny-t5"))
+    assert "is a t5 model" in message and "AutoModelForCausalLM" in message and "tiny-llama" in message

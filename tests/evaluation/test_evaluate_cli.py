@@ -50,9 +50,8 @@ def test_evaluate_needs_exactly_one_source():
         main(["evaluate"])
 
 
-def test_evaluate_is_a_cli_command(adapter, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lightning_peft.cli", "evaluate", "--adapter", str(adapter), "--backbone",
-                           "tiny-llama", "--output_dir", str(tmp_path / "eval"), "--icl_prompts", "0", *FAST[:6]],
+def test_evaluate_is_a_cli_command_and_an_adapter_folder_names_its_base(adapter, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "lightning_peft.cli", "evaluate", "--adapter", str(adapter), "--output_dir", str(tmp_path / "eval"), "--icl_prompts", "0", *FAST[:6]],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "perplexity" in done.stdout and (tmp_path / "eval" / "evaluation.json").is_file()

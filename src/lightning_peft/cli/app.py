@@ -201,6 +201,47 @@ def _check_yaml(argv: list[str]) -> None:
             raise SystemExit(2) from None
 
 
+_CLASS_OPTIONS = ("--model.optimizer", "--model.init_args.optimizer", "--model.lr_scheduler", "--model.init_args.lr_scheduler")
+
+
+def _torch_class_names(argv: list[str]) -> list[str]:
+    """`--model.optimizer AdamW` means torch's AdamW (and likewise for schedulers).
+
+    jsonargparse refuses a bare name that several imported classes share, and bitsandbytes (which
+    peft imports) defines its own AdamW, Adam, SGD, ...; the bitsandbytes ones stay reachable by
+    their full path (bitsandbytes.optim.AdamW8bit).
+    """
+    import torch
+
+    def full(option: str, value: str) -> str:
+        if "." in value or not option.startswith(_CLASS_OPTIONS) or option.endswith(".init_args"):
+            return value
+        scope = torch.optim.lr_scheduler if "lr_scheduler" in option else torch.optim
+        return f"{scope.__name__}.{value}" if isinstance(vars(scope).get(value), type) else value
+
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            option, value = arg.split("=", 1)
+            out.append(f"{option}={full(option, value)}")
+        elif i > 0 and argv[i - 1].startswith(_CLASS_OPTIONS) and "=" not in argv[i - 1] and not arg.startswith("--"):
+            out.append(full(argv[i - 1], arg))
+        else:
+            out.append(arg)
+    return out
+
+
+def _refuse_top_level_optimizer(argv: list[str]) -> None:
+    """LightningCLI's top-level --optimizer/--lr_scheduler would build one group from every parameter; ours are per method group."""
+    for arg in argv:
+        option = arg.split("=", 1)[0]
+        if option in ("--optimizer", "--lr_scheduler") or option.startswith(("--optimizer.", "--lr_scheduler.")):
+            name = option[2:].split(".")[0]
+            raise SystemExit(f"error: {option} is not an option here: the module builds the optimizer with one parameter "
+                             f"group per method group; use --model.{name} (e.g. --model.optimizer torch.optim.AdamW "
+                             "--model.optimizer.lr 0.001).")
+
+
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     try:
@@ -208,6 +249,10 @@ def main(args: list[str] | None = None) -> None:
             COMMANDS[argv[0]](argv[1:])
             return
         _check_yaml(argv)
+        _refuse_top_level_optimizer(argv)
+        argv = _torch_class_names(argv)
+        if args is None:  # LightningCLI reads sys.argv itself (passing args too makes Lightning warn on every run)
+            sys.argv[1:] = argv
         LightningPeftCLI(
             FineTuneModule,
             L.LightningDataModule,
@@ -217,7 +262,8 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"description": f"Parameter-efficient fine-tuning with Lightning. {EXTRA_COMMANDS}",
                            "exit_on_error": False},
-            args=args,  # None: LightningCLI reads sys.argv itself (passing it too makes Lightning warn on every run)
+            auto_configure_optimizers=False,  # --model.optimizer / --model.lr_scheduler: per-group, see FineTuneModule
+            args=None if args is None else argv,
         )
     except (ArgumentError, ValueError) as error:
         if os.environ.get("LIGHTNING_PEFT_DEBUG"):

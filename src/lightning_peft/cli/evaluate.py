@@ -2,7 +2,7 @@
 fine-tuned model against its base, from a `fit` checkpoint or an exported peft adapter.
 
     lightning-peft evaluate --ckpt_path runs/x/checkpoints/last.ckpt --output_dir runs/x/eval
-    lightning-peft evaluate --adapter exported/ --backbone smollm2-135m --output_dir eval/
+    lightning-peft evaluate --adapter exported/ --output_dir eval/        # the export names its base
 
 The model measured is the one the method declares for probes (`Method.probe_model`: a soft prompt
 included). The base is the same model with its adaptation turned off (`Method.disabled`, no second
@@ -40,7 +40,8 @@ def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="lightning-peft evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=str | None, default=None, help="A checkpoint written by `lightning-peft fit`.")
     parser.add_argument("--adapter", type=str | None, default=None, help="A peft adapter folder (`lightning-peft export`).")
-    parser.add_argument("--backbone", type=str | None, default=None, help="Base model of --adapter (zoo name, hub id, folder).")
+    parser.add_argument("--backbone", type=str | None, default=None,
+                        help="Base model of --adapter (zoo name, hub id, folder); default: the one its lightning_peft.json names.")
     parser.add_argument("--output_dir", type=str, default="evaluation", help="Where evaluation.json and evaluation.png go.")
     parser.add_argument("--num_chunks", type=int, default=8, help="Held-out text chunks for perplexity and KL.")
     parser.add_argument("--chunk_tokens", type=int, default=128, help="Tokens per chunk.")
@@ -99,7 +100,7 @@ def _load(args) -> Loaded:
     from ..callbacks.probe_contract import probe_base
 
     if (args.ckpt_path is None) == (args.adapter is None):
-        raise SystemExit("error: give either --ckpt_path or --adapter (with --backbone).")
+        raise SystemExit("error: give either --ckpt_path or --adapter.")
 
     def load_base(name: str) -> nn.Module:
         return AutoModelForCausalLM.from_pretrained(zoo.resolve(name), dtype=torch.float32)
@@ -107,8 +108,15 @@ def _load(args) -> Loaded:
     if args.adapter is not None:
         from ..methods.soft_prompt_io import CONFIG_NAME, exported_method
 
-        if args.backbone is None or not Path(args.adapter).is_dir():
-            raise SystemExit("error: --adapter needs an existing adapter folder and --backbone naming its base model.")
+        if not Path(args.adapter).is_dir():
+            raise SystemExit(f"error: --adapter {args.adapter} is not a folder; pass one written by `lightning-peft export`.")
+        if args.backbone is None:  # our exports name their base in lightning_peft.json
+            from ..card import CardError, RunCard
+
+            try:
+                args.backbone = RunCard.read(args.adapter).backbone
+            except CardError as error:
+                raise SystemExit(f"error: {error} (or pass --backbone naming its base model)") from None
         tokenizer = zoo.load_tokenizer(args.backbone)
         if (Path(args.adapter) / CONFIG_NAME).is_file():  # ours (DePT, EPT, IAPT): the export names its method
             method = exported_method(args.adapter)

@@ -31,6 +31,9 @@ def load_source(args) -> Runnable:
         raise SystemExit("error: give exactly one of --ckpt_path (a fit checkpoint), --adapter (an exported folder) "
                          "or --model (a merged folder or any model name)" + (f"; got {', '.join('--' + g for g in given)}."
                                                                            if given else "."))
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the answers
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype {args.dtype!r} is not one of auto, float32, bfloat16, float16.")
     try:
