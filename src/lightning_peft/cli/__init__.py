@@ -1,13 +1,16 @@
 """`lightning-peft`: a LightningCLI for fine-tuning, plus the commands fine-tuners need around it.
 
-    lightning-peft fit --config configs/quickstart.yaml       # train (validate, test, predict likewise)
+    lightning-peft fit --config configs/quickstart.yaml       # train (validate, test likewise); leaves last.ckpt
+    lightning-peft predict --ckpt_path C --input F.jsonl       # labels + probabilities, or generated text, per input
+    lightning-peft generate --adapter D --prompt "..."         # text from a trained (or any) model; `chat` for turns
     lightning-peft models | datasets                           # the offline zoo and data catalog
     lightning-peft export --ckpt_path C --output_dir D         # the adapter alone (peft format where peft has the method)
     lightning-peft merge --ckpt_path C --output_dir D          # adaptation folded into a plain transformers folder
     lightning-peft evaluate --ckpt_path C                      # forgetting / ICL / robustness probes vs the base
 
-One file per command (`catalog`, `export`, `evaluate`), the LightningCLI in `app`; `rebuild` turns
-a checkpoint back into its module for the commands; `tables` and `launch_env` are their helpers;
+One file per command (`catalog`, `export`, `evaluate`, `predict`, `generate`), the LightningCLI in
+`app` (with `run_config` and `artifact` for what a run leaves behind); `rebuild` turns a checkpoint
+back into its module and `sources` picks what predict/generate/chat run; `tables` and `launch_env` are helpers;
 `quiet` silences named third-party start-up notices (LIGHTNING_PEFT_DEBUG=1 keeps them).
 """
 

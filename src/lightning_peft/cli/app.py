@@ -1,6 +1,7 @@
 """`lightning-peft`: the LightningCLI for fine-tuning, and `main`, which routes to it or to an extra command.
 
-    lightning-peft fit --config configs/quickstart.yaml       # train (validate, test, predict likewise)
+    lightning-peft fit --config configs/quickstart.yaml       # train (validate, test likewise)
+    lightning-peft predict | generate | chat                   # apply a checkpoint, an exported adapter or a merged model
     lightning-peft models | datasets                           # the offline zoo and data catalog
     lightning-peft export --ckpt_path C --output_dir D         # adapter in peft format
     lightning-peft merge --ckpt_path C --output_dir D          # adapter folded into a plain transformers folder
