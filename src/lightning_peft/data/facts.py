@@ -22,7 +22,8 @@ class DataFacts(Protocol):
             truncation length); None when unbounded.
         label_names: Class names in label-index order; None for data without classes.
         templates: Instruction phrasings the training batches carry (paraphrase data); empty otherwise.
-        dataset: The catalog name or file the data reads; None when it is not one (a task sequence).
+        dataset: The catalog name, file or Hub dataset name the data reads, or the short name of a
+            `datasets` object it was given (e.g. `imdb[train]`); None when it is not one (a task sequence).
         input_format: How a record becomes the model's input text (kept in checkpoints and exports, so
             `predict` and `generate` build inputs as training did); None when the data cannot say.
     """

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 from lightning_peft.data.base import Record, TokenizedDataModule
-from lightning_peft.data.catalog import dataset_kind
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.tokenized import Store, flatten
@@ -18,7 +17,8 @@ class Seq2SeqData(TokenizedDataModule):
     with the default columns, an SFT catalog entry switches to its `prompt`/`response` columns.
 
     Args:
-        dataset: Catalog name (classification or SFT kind) or a local .jsonl/.json/.csv/.parquet file.
+        dataset: Catalog name (classification or SFT kind), a local .jsonl/.json/.csv/.parquet file, a Hub dataset
+            name, or a `datasets.Dataset`/`DatasetDict` (see `TokenizedDataModule`).
         tokenizer: Model name or tokenizer object; may be null here if the CLI links it from the model.
         source_column: Column holding the source text; the template sees it as `{text}`.
         target_column: Column holding the target text (e.g. the label word).
@@ -38,7 +38,7 @@ class Seq2SeqData(TokenizedDataModule):
 
     def __init__(
         self,
-        dataset: str = "trec6",
+        dataset: Union[str, Any] = "trec6",
         tokenizer: Union[str, Any, None] = None,
         source_column: str = "text",
         target_column: str = "label",
@@ -51,7 +51,8 @@ class Seq2SeqData(TokenizedDataModule):
         for name, value, least in (("max_source_length", max_source_length, 1), ("max_target_length", max_target_length, 2)):
             if not isinstance(value, int) or value < least:
                 raise DataConfigError(f"{name} must be an integer >= {least}, got {value!r}.")
-        if dataset_kind(dataset) == "sft" and (source_column, target_column) == ("text", "label"):
+        entry = self.catalog_entry
+        if entry is not None and entry.kind == "sft" and (source_column, target_column) == ("text", "label"):
             source_column, target_column = "prompt", "response"
         self.source_column = source_column
         self.target_column = target_column

@@ -33,7 +33,8 @@ class SFTData(TokenizedDataModule):
 
     Args:
         dataset: Catalog name of an SFT dataset (e.g. movie_dialog), of a classification set used as
-            instructions (set prompt_column: text, response_column: label), or a local .jsonl/.json/.csv/.parquet file.
+            instructions (set prompt_column: text, response_column: label), a local .jsonl/.json/.csv/.parquet
+            file, a Hub dataset name, or a `datasets.Dataset`/`DatasetDict` (see `TokenizedDataModule`).
         tokenizer: Model name or tokenizer object; may be null here if the CLI links it from the model.
         prompt_column: Column holding the prompt; the template sees it as `{prompt}`.
         response_column: Column holding the response the model learns to produce.
@@ -60,7 +61,7 @@ class SFTData(TokenizedDataModule):
 
     def __init__(
         self,
-        dataset: str = "movie_dialog",
+        dataset: Union[str, Any] = "movie_dialog",
         tokenizer: Union[str, Any, None] = None,
         prompt_column: str = "prompt",
         response_column: str = "response",

@@ -44,3 +44,26 @@ def split_indices(total: int, val_size: SplitSize, test_size: SplitSize, seed: i
             f"nothing to train on; make them smaller."
         )
     return {"test": order[:n_test], "validation": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+
+
+def own_split_indices(sizes: dict[str, int], val_size: SplitSize, test_size: SplitSize,
+                      seed: int) -> dict[str, list[int]]:
+    """Indices for a dataset that brings its own splits, counted in the concatenation of `sizes`' parts in order.
+
+    `sizes` names `train` and optionally `validation` and `test`. A split the dataset has is used
+    whole (`val_size`/`test_size` do not apply to it); one it lacks is carved from `train` with
+    `split_indices`. Every split comes in a seeded order, so taking its first examples
+    (`max_train_examples`, `max_eval_examples`) is a seeded subset, as for a split pool.
+    """
+    offsets, start = {}, 0
+    for name, size in sizes.items():
+        offsets[name], start = start, start + size
+    carved = split_indices(sizes["train"], 0 if "validation" in sizes else val_size,
+                           0 if "test" in sizes else test_size, seed)
+    result = {name: [offsets["train"] + i for i in indices] for name, indices in carved.items()}
+    for name in ("validation", "test"):
+        if name in sizes:
+            order = list(range(offsets[name], offsets[name] + sizes[name]))
+            random.Random(seed).shuffle(order)
+            result[name] = order
+    return result
