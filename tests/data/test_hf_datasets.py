@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -243,3 +244,85 @@ def test_a_hub_load_failure_is_one_sentence(data_cache, tokenizer, monkeypatch, 
     with pytest.raises(DataConfigError, match=r"^Cannot load Hub dataset 'nyu-mll/glue': Config name is missing\.; "
                                               r"check the name, dataset_config and dataset_split\.$"):
         ClassificationData("nyu-mll/glue", tokenizer=tokenizer).setup()
+
+
+# --- conversations (messages) -------------------------------------------------------------------------
+
+
+def chat(i: int) -> list[dict]:
+    return [{"role": "system", "content": "Answer in one word."},
+            {"role": "user", "content": f"Name a colour ({i})."},
+            {"role": "assistant", "content": f"Blue{i}"},
+            {"role": "user", "content": "And another?"},
+            {"role": "assistant", "content": "Red"}]
+
+
+def runs(labels: list[int]) -> list[list[int]]:
+    """The labelled tokens as contiguous runs."""
+    found, current = [], []
+    for token in labels + [-100]:
+        if token != -100:
+            current.append(token)
+        elif current:
+            found, current = found + [current], []
+    return found
+
+
+def test_messages_are_written_by_the_chat_template_and_only_replies_are_learned(data_cache, tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": chat(i), "source": "x"} for i in range(12)]
+                       + [{"messages": chat(99)[:2], "source": "no reply"}])
+    dm = SFTData(path, tokenizer=tokenizer, messages_column="messages", val_size=0, test_size=0, batch_size=12)
+    dm.setup()
+    assert len(dm.datasets["train"]) == 12  # the conversation without an assistant reply teaches nothing: dropped
+    batch = next(iter(dm.train_dataloader()))
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        ids = ids[mask.bool()].tolist()
+        number = int(tokenizer.decode(ids).split("(")[1].split(")")[0])
+        # the input is the whole conversation exactly as the chat template writes it
+        assert ids == tokenizer(tokenizer.apply_chat_template(chat(number), tokenize=False),
+                                add_special_tokens=False)["input_ids"]
+        # exactly the two replies, each with its end-of-turn token, are learned; padding is not
+        assert [tokenizer.decode(run) for run in runs(labels.tolist())] == [f"Blue{number}<|im_end|>", "Red<|im_end|>"]
+        assert (labels[len(ids):] == -100).all()
+        learned = (labels != -100).nonzero().flatten().tolist()
+        assert labels[learned].tolist() == [ids[k] for k in learned]
+
+
+def test_packed_messages_learn_the_same_tokens(data_cache, tokenizer):
+    data = Dataset.from_list([{"messages": chat(i)} for i in range(6)])
+    padded = SFTData(data, tokenizer=tokenizer, messages_column="messages", val_size=0, test_size=0, batch_size=6,
+                     bucket_by_length=False)
+    packed = SFTData(data, tokenizer=tokenizer, messages_column="messages", val_size=0, test_size=0, batch_size=6,
+                     bucket_by_length=False, packing=True)
+    for dm in (padded, packed):
+        dm.setup()
+    rows = next(iter(padded.train_dataloader()))["labels"]
+    row = next(iter(packed.train_dataloader()))["labels"][0]
+    assert runs(row.tolist()) == [run for labels in rows for run in runs(labels.tolist())]
+
+
+def test_a_long_conversation_keeps_part_of_a_reply(data_cache, tokenizer):
+    long_question = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "Short answer"}]
+    dm = SFTData(Dataset.from_list([{"messages": long_question}] * 4), tokenizer=tokenizer,
+                 messages_column="messages", max_length=32, val_size=0, test_size=0)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[1] == 32
+    assert tokenizer.decode(runs(batch["labels"][0].tolist())[0]) == "Short answer<|im_end|>"
+
+
+def test_bad_messages_fail_in_one_sentence(data_cache, tokenizer):
+    def setup(rows, tok=tokenizer):
+        SFTData(Dataset.from_list(rows), tokenizer=tok, messages_column="messages", val_size=0, test_size=0).setup()
+
+    with pytest.raises(DataConfigError, match=r"no column 'messages' \(it has prompt\); set messages_column"):
+        setup([{"prompt": "p"}])
+    with pytest.raises(DataConfigError, match=r"messages of example 0 of 'datasets.Dataset' must be a non-empty list"):
+        setup([{"messages": "hello"}])
+    with pytest.raises(DataConfigError, match=r"Message 1 of example 0 .* must be an object with string 'role' and "
+                                              r"'content'"):
+        setup([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}])
+    no_template = copy.deepcopy(tokenizer)
+    no_template.chat_template = None
+    with pytest.raises(DataConfigError, match=r"needs a tokenizer with a chat template"):
+        setup([{"messages": chat(0)}], no_template)

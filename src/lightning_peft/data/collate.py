@@ -23,7 +23,8 @@ class PadCollator:
     """Collate `{"input_ids", ...}` examples into padded tensors; what `labels` becomes depends on `kind`.
 
     - `classification`: `labels` is the class index per example, `LongTensor[B]`.
-    - `sft`: `labels` = `input_ids` with -100 on the first `prompt_length` tokens and on padding.
+    - `sft`: `labels` = `input_ids` with -100 on the first `prompt_length` tokens and on padding; an example
+      with a `loss_mask` (a conversation) has -100 wherever its mask is 0 instead.
     - `seq2seq`: `labels` = the target ids, padded with -100.
     """
 
@@ -40,7 +41,11 @@ class PadCollator:
         elif self.kind == "sft":
             labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
             for row, example in enumerate(examples):
-                labels[row, : example["prompt_length"]] = IGNORE_INDEX
+                if "loss_mask" in example:
+                    mask = torch.tensor(example["loss_mask"], dtype=torch.bool)
+                    labels[row, : len(mask)] = labels[row, : len(mask)].masked_fill(~mask, IGNORE_INDEX)
+                else:
+                    labels[row, : example["prompt_length"]] = IGNORE_INDEX
         else:
             labels = pad_right([example["target_ids"] for example in examples], IGNORE_INDEX)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

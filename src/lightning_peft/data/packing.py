@@ -35,8 +35,9 @@ from lightning_peft.data.sampler import LengthBucketBatchSampler, _world
 class PackingCollator:
     """Collate SFT examples into `{"input_ids", "position_ids", "labels"}`, each `LongTensor[1, total tokens]`.
 
-    `labels` is -100 on each example's prompt (its first `prompt_length` tokens) and on each example's
-    first token (which would otherwise be predicted from the previous example's last token).
+    `labels` is -100 on each example's prompt (its first `prompt_length` tokens, or wherever its
+    `loss_mask` is 0 for a conversation) and on each example's first token (which would otherwise be
+    predicted from the previous example's last token).
 
     Example::
 
@@ -49,9 +50,13 @@ class PackingCollator:
         input_ids, position_ids, labels = [], [], []
         for example in examples:
             ids = list(example["input_ids"])
-            masked = max(1, int(example["prompt_length"]))
             input_ids.extend(ids)
             position_ids.extend(range(len(ids)))
+            if "loss_mask" in example:
+                learned = [k > 0 and bool(m) for k, m in enumerate(example["loss_mask"])]
+                labels.extend(token if keep else IGNORE_INDEX for token, keep in zip(ids, learned))
+                continue
+            masked = max(1, int(example["prompt_length"]))
             labels.extend([IGNORE_INDEX] * min(masked, len(ids)) + ids[masked:])
         as_row = lambda values: torch.tensor([values], dtype=torch.long)  # noqa: E731
         return {"input_ids": as_row(input_ids), "position_ids": as_row(position_ids), "labels": as_row(labels)}

@@ -1,10 +1,12 @@
-"""Instruction / dialogue SFT data: prompt + response + EOS, loss on the response tokens only."""
+"""Instruction / dialogue SFT data: prompt + response + EOS, loss on the response tokens only; or whole
+conversations (`messages_column`) through the chat template, loss on the assistant replies only."""
 
 from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from lightning_peft.data.base import Record, TokenizedDataModule
+from lightning_peft.data import conversation
+from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.formats import InputFormat
 from lightning_peft.data.packing import PackingCollator, TokenBudgetBatchSampler
@@ -26,6 +28,11 @@ def truncate_pair(prompt: list[int], response: list[int], max_length: int) -> tu
 
 class SFTData(TokenizedDataModule):
     """Causal-LM SFT batches `{"input_ids", "attention_mask", "labels"}`; `labels` is -100 on prompt and padding.
+
+    With `messages_column` each record is a conversation (a list of `{"role", "content"}`, as in
+    chat datasets on the Hub), written whole through the tokenizer's chat template; `labels` is -100
+    everywhere except on the assistant replies (each reply's content and end-of-turn token), see
+    `lightning_peft.data.conversation`.
 
     With `packing: true` each batch is one padding-free row `{"input_ids", "position_ids", "labels"}` of
     shape `[1, total tokens]` instead (see `lightning_peft.data.packing`); count its tokens as
@@ -50,6 +57,11 @@ class SFTData(TokenizedDataModule):
             "packed_sdpa", which attends per example (see lightning_peft.attention).
         max_tokens_per_batch: With packing, fill each training batch up to this many tokens instead of taking
             batch_size examples (at least max_length); null keeps batch_size examples per batch.
+        messages_column: Column holding each record's conversation (e.g. "messages"); then prompt_column,
+            response_column, prompt_template and chat_template are not used: the tokenizer's chat template
+            writes the conversation, and a conversation longer than max_length loses its last turns first.
+            Null (default): prompt/response records. `predict` and `generate` later wrap their input as a
+            user turn through the same chat template.
 
     Example::
 
@@ -70,6 +82,7 @@ class SFTData(TokenizedDataModule):
         max_length: int = 256,
         packing: bool = False,
         max_tokens_per_batch: Optional[int] = None,
+        messages_column: Optional[str] = None,
         **shared: Any,
     ) -> None:
         super().__init__(dataset, tokenizer, **shared)
@@ -89,6 +102,9 @@ class SFTData(TokenizedDataModule):
                                       f"({max_length}), so every example fits in a batch.")
         self.packing = packing
         self.max_tokens_per_batch = max_tokens_per_batch
+        if messages_column is not None and (not isinstance(messages_column, str) or not messages_column):
+            raise DataConfigError(f"messages_column must be a column name or null, got {messages_column!r}.")
+        self.messages_column = messages_column
 
 
     @property
@@ -98,7 +114,8 @@ class SFTData(TokenizedDataModule):
     @property
     def input_format(self) -> InputFormat:
         return InputFormat(column=self.prompt_column, template=self.prompt_template, slot="prompt",
-                           chat_template=self.chat_template, max_length=self.max_length)
+                           chat_template=self.chat_template or self.messages_column is not None,
+                           max_length=self.max_length)
 
     def collator(self) -> Any:
         return PackingCollator() if self.packing else super().collator()
@@ -109,9 +126,20 @@ class SFTData(TokenizedDataModule):
         return super().batch_sampler(data, train)
 
     def prepare_records(self, records: list[Record]) -> list[Record]:
-        return self.pair_records(records, (self.prompt_column, "prompt_column"), (self.response_column, "response_column"))
+        if self.messages_column is None:
+            return self.pair_records(records, (self.prompt_column, "prompt_column"),
+                                     (self.response_column, "response_column"))
+        if not records:
+            raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
+        require_columns(records, [self.messages_column], self.dataset, "messages_column")
+        for number, record in enumerate(records):
+            conversation.check_messages(record[self.messages_column], f"example {number} of {self.dataset!r}")
+        return [r for r in records if conversation.has_reply(r[self.messages_column])]  # nothing to learn otherwise
 
     def cache_fields(self) -> dict[str, Any]:
+        if self.messages_column is not None:
+            return {"kind": "sft-messages", "column": self.messages_column, "max_length": self.max_length,
+                    "chat_template": self.resolve_tokenizer().chat_template}
         chat = getattr(self.tokenizer, "chat_template", None) if self.chat_template else None
         return {"kind": "sft", "columns": [self.prompt_column, self.response_column],
                 "template": self.prompt_template, "chat_template": chat, "max_length": self.max_length,
@@ -120,6 +148,8 @@ class SFTData(TokenizedDataModule):
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
         import torch
 
+        if self.messages_column is not None:
+            return self.tokenize_conversations(records, tokenizer)
         if tokenizer.eos_token_id is None:
             raise DataConfigError("SFT needs an EOS token to end responses; use a tokenizer that defines one.")
         texts = [self.input_format.text(r, tokenizer, "prompt_template") for r in records]
@@ -131,3 +161,14 @@ class SFTData(TokenizedDataModule):
             input_ids.append(prompt + response)
             prompt_lengths.append(len(prompt))
         return {**flatten(input_ids, "input_ids"), "prompt_length": torch.tensor(prompt_lengths, dtype=torch.long)}
+
+    def tokenize_conversations(self, records: list[Record], tokenizer: Any) -> Store:
+        """`input_ids` and `loss_mask` (1 on assistant replies) of each record's conversation."""
+        if not tokenizer.chat_template:
+            raise DataConfigError("messages_column needs a tokenizer with a chat template, and this one has none; "
+                                  "use a chat model's tokenizer or prompt/response records.")
+        names = [f"the conversation of {self.dataset!r} that begins {r[self.messages_column][0]['content'][:40]!r}"
+                 for r in records]
+        ids, masks = conversation.encode([r[self.messages_column] for r in records], tokenizer, names)
+        cut = [conversation.truncate(i, m, self.max_length) for i, m in zip(ids, masks)]
+        return {**flatten([i for i, _ in cut], "input_ids"), **flatten([m for _, m in cut], "loss_mask")}

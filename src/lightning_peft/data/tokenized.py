@@ -55,7 +55,7 @@ def flatten(sequences: Sequence[Sequence[int]], prefix: str) -> Store:
     return {prefix: flat, f"{prefix}_offsets": offsets}
 
 
-SEQUENCE_COLUMNS = ("input_ids", "target_ids")
+SEQUENCE_COLUMNS = ("input_ids", "target_ids", "loss_mask")  # loss_mask: 1 where SFT learns the token (conversations)
 SCALAR_COLUMNS = ("label", "prompt_length")
 
 
