@@ -95,3 +95,32 @@ def test_offline_recipe_logs_whole_config_metrics_and_adapter_folder_artifact(tm
     (run,) = (tmp_path / "runs" / "lightning-peft").iterdir()
     assert {"config.yaml", "metrics.json", "checkpoints", "adapter"} <= {p.name for p in run.iterdir()}
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(400)
+def test_ddp_run_is_one_wandb_run_with_one_adapter_artifact(tmp_path):
+    """Two CPU ranks (gloo): rank 0 alone creates the W&B run, logs the config and the adapter folder."""
+    from lightning_peft.cli.launch_env import LAUNCH_VARIABLES
+
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_DATA_DIR=str(tmp_path / "data"),
+               WANDB_CACHE_DIR=str(tmp_path / "cache"), WANDB_CONFIG_DIR=str(tmp_path / "config"),
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    args = [sys.executable, "-m", "lightning_peft.cli", "fit",
+            "--config", str(ROOT / "configs/quickstart.yaml"), "--config", str(ROOT / "configs/logger/wandb_offline.yaml"),
+            "--config", str(ROOT / "configs/trainer/ddp_cpu.yaml"),
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--model.init_args.backbone", "tiny-llama", "--data.init_args.max_train_examples", "8",
+            "--data.init_args.max_eval_examples", "8", "--data.init_args.batch_size", "2", "--trainer.devices", "2",
+            "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "--test_before_fit", "false",
+            "--test_after_fit", "false", "--trainer.default_root_dir", str(tmp_path)]
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, runs
+    records = list(_records(runs[0]))
+    assert len([r for r in records if r.HasField("artifact")]) == 1
+    config = {item.key: json.loads(item.value_json) for r in records if r.HasField("config") for item in r.config.update}
+    assert int(config["trainer"]["devices"]) == 2 and config["data"]["batch_size"] == 2
+    assert len(list((tmp_path / "runs" / "lightning-peft").iterdir())) == 1  # one run folder, not one per rank
