@@ -36,7 +36,7 @@ def _command(path: Path) -> list[str]:
 @pytest.fixture
 def no_weights(monkeypatch):
     """Serve smollm2-135m from its tokenizer folder: instantiation may read a tokenizer, never the weights."""
-    monkeypatch.setitem(zoo.ZOO, "smollm2-135m", zoo.ZooEntry("tokenizer only", zoo.smollm2_tokenizer_dir))
+    monkeypatch.setitem(zoo.ZOO, "smollm2-135m", zoo.ZooEntry("tokenizer only", zoo.smollm2_tokenizer_dir, model_type="llama"))
 
 
 def test_every_yaml_is_covered():

@@ -218,19 +218,21 @@ def check_architecture(name: str, auto_class_name: str) -> None:
     """Fail with one sentence when the backbone `name` has no `auto_class_name` model in transformers.
 
     Without this, `from_pretrained` raises a ValueError listing every config class the auto class
-    accepts (about 200). Zoo entries are suggested from their declared `model_type`, so none is
-    built to check it; the backbone itself is read with `load_config` (its config only).
+    accepts (about 200). Zoo entries are checked and suggested from their declared `model_type`, so
+    none is built (or dequantized) to check it; any other backbone is read with `load_config` (its
+    config only).
     """
-    config = load_config(name)
-    if _accepts(auto_class_name, config.model_type):
+    entry = ZOO.get(name)
+    model_type = entry.model_type if entry is not None and entry.model_type else load_config(name).model_type
+    if _accepts(auto_class_name, model_type):
         return
     fitting = [zoo_name for zoo_name, entry in ZOO.items()
                if entry.model_type is not None and _accepts(auto_class_name, entry.model_type)]
     advice = (f"choose a backbone of a matching architecture (in the zoo: {', '.join(fitting)})" if fitting
               else "choose a backbone of a matching architecture")
     raise ModelNotFoundError(
-        f"Backbone {name!r} is a {config.model_type} model ({type(config).__name__}), but this task needs an "
-        f"{auto_class_name} model, which transformers does not have for {config.model_type}; {advice}."
+        f"Backbone {name!r} is a {model_type} model, but this task needs an {auto_class_name} model, which "
+        f"transformers does not have for {model_type}; {advice}."
     )
 
 
