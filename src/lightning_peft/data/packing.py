@@ -6,8 +6,9 @@ block-diagonal causal mask for the eager, sdpa and flex attention backends (and 
 reads the same boundaries from the position ids), so no token attends across examples. The first
 token of every example gets label -100, so no loss crosses a boundary either. The loss of a packed
 batch therefore equals the padded batch's token-weighted mean, while the compute spent on padding
-(and on length imbalance within a batch) disappears. Same idea as `DataCollatorWithFlattening`
-("Enhancing Training Efficiency Using Packing with Flash Attention", Kundu et al. 2024, arXiv:2407.09105).
+(and on length imbalance within a batch) disappears. The row itself is built by transformers'
+`DataCollatorWithFlattening` ("Enhancing Training Efficiency Using Packing with Flash Attention",
+Kundu et al. 2024, arXiv:2407.09105); `PackingCollator` only says which labels are learned.
 
 Cost: flash-attention (varlen) attends within each example only, and so does `packed_sdpa`
 (`lightning_peft.attention`: PyTorch's sdpa run per example), which lightning-peft's modules pick on a CPU
@@ -46,20 +47,25 @@ class PackingCollator:
         ([[0, 1, 2, 0, 1]], [[-100, 6, 7, -100, 9]])
     """
 
+    def __init__(self) -> None:
+        from transformers import DataCollatorWithFlattening
+
+        # transformers' flattening collator does the concatenation, the restarting position ids and the
+        # -100 on every example's first label; ours only says which labels are learned (`_labels`).
+        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX, return_tensors="pt")
+
+    @staticmethod
+    def _labels(example: dict[str, Any]) -> list[int]:
+        """The example's token ids, -100 where no loss is taken (its prompt, or where its loss mask is 0)."""
+        ids = list(example["input_ids"])
+        if "loss_mask" in example:
+            return [token if keep else IGNORE_INDEX for token, keep in zip(ids, example["loss_mask"])]
+        masked = max(1, int(example["prompt_length"]))
+        return [IGNORE_INDEX] * min(masked, len(ids)) + ids[masked:]
+
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        input_ids, position_ids, labels = [], [], []
-        for example in examples:
-            ids = list(example["input_ids"])
-            input_ids.extend(ids)
-            position_ids.extend(range(len(ids)))
-            if "loss_mask" in example:
-                learned = [k > 0 and bool(m) for k, m in enumerate(example["loss_mask"])]
-                labels.extend(token if keep else IGNORE_INDEX for token, keep in zip(ids, learned))
-                continue
-            masked = max(1, int(example["prompt_length"]))
-            labels.extend([IGNORE_INDEX] * min(masked, len(ids)) + ids[masked:])
-        as_row = lambda values: torch.tensor([values], dtype=torch.long)  # noqa: E731
-        return {"input_ids": as_row(input_ids), "position_ids": as_row(position_ids), "labels": as_row(labels)}
+        batch = self.flatten([{"input_ids": list(e["input_ids"]), "labels": self._labels(e)} for e in examples])
+        return {key: batch[key].long() for key in ("input_ids", "position_ids", "labels")}
 
 
 class TokenBudgetBatchSampler(LengthBucketBatchSampler):

@@ -1,5 +1,11 @@
 """Length-bucketed batches: examples of similar length share a batch, so padding stays small.
 
+Why not transformers' `LengthGroupedSampler` (the same megabatch idea, longest first): it is an
+index sampler for a fixed batch size, so it cannot skip the batches already trained when a run
+resumes mid-epoch (`skip_batches`), cannot order packed batches by their summed tokens, cannot cut
+batches by a token budget (`TokenBudgetBatchSampler`), and draws from the global RNG rather than
+from `seed + epoch`; those are what this module adds.
+
 How this meets Lightning 2.6 under DDP (read from `lightning/pytorch/utilities/data.py`,
 `lightning/fabric/utilities/data.py` and `trainer/connectors/data_connector.py`):
 
