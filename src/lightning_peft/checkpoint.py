@@ -22,7 +22,10 @@ from torch import nn
 from .atomic import write_file_atomically
 
 HPARAMS_KEY = "hyper_parameters"  # LightningModule.CHECKPOINT_HYPER_PARAMS_KEY
-FINGERPRINT_SAMPLE = 4096  # elements per tensor folded into the fingerprint: enough to tell models apart, fast
+FACTS_KEY = "lightning_peft"  # what this package records in a checkpoint (fingerprint, backbone, ...)
+FINGERPRINT_VERSION = "v2"  # prefix of `fingerprint`; a fingerprint without it is a `sampled_fingerprint`
+FINGERPRINT_SAMPLE = 4096  # elements per tensor folded into the pre-v2 `sampled_fingerprint`
+_HASH_CHUNK = 1 << 24  # elements converted (to float32, to the CPU) at a time while hashing a tensor
 
 
 class CheckpointError(ValueError):
@@ -33,18 +36,52 @@ class CheckpointMismatchError(CheckpointError):
     """A checkpoint was made for another base model, or lacks the parameters this model trains."""
 
 
-def fingerprint(model: nn.Module, exclude: list[str] = ()) -> str:
-    """A short hash of a base model's parameter names, shapes and (sampled) values.
+def _excluded(name: str, exclude: list[str]) -> bool:
+    return any(name == m or name.startswith(f"{m}.") for m in exclude)
 
-    Computed on the plain `transformers` model before any method changes it. Values are sampled
-    (the first elements of each tensor, summed in float64 and rounded) so the hash costs
-    milliseconds and does not depend on the storage dtype's last bits. `exclude` names modules
-    that are not part of the base (a task's freshly initialised head): their random values would
-    make the same base hash differently in every process.
+
+def _hash_values(digest: Any, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    """Feed every element of `tensor` (as `dtype`, or as stored) to `digest`, a bounded slice at a time."""
+    flat = tensor.detach().reshape(-1)
+    for start in range(0, flat.numel(), _HASH_CHUNK):
+        part = flat[start:start + _HASH_CHUNK].to(device="cpu", dtype=dtype or flat.dtype).contiguous()
+        digest.update(part.view(torch.uint8).numpy())  # a float32 CPU tensor is hashed in place, not copied
+
+
+def fingerprint(model: nn.Module, exclude: list[str] = ()) -> str:
+    """A hash of every weight of a base model, `"v2:"` and 32 hex digits: it identifies the weights, not their path.
+
+    Computed on the plain `transformers` model before any method changes it, over each
+    state-dict entry (parameters and persistent buffers): its name, its shape and every value, so
+    a base changed anywhere, even in one element, hashes differently, and a copy of the same
+    weights in another folder hashes the same. Floating values are hashed as float32: a base
+    stored in bfloat16 hashes the same whether it is loaded in bfloat16 or float32 (the upcast is
+    exact), while a base loaded in a dtype that rounds its weights (float32 weights in bfloat16)
+    or quantized at load (int8, nf4) holds other values and so hashes as another base. `exclude`
+    names modules that are not part of the base (a task's freshly initialised head): their random
+    values would make the same base hash differently in every process.
+
+    Cost: sha256 over the float32 bytes, about 0.36 s for SmolLM2-135M (650 MB) on one CPU core.
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        if any(name == m or name.startswith(f"{m}.") for m in exclude):
+        if _excluded(name, exclude):
+            continue
+        kind = "float" if tensor.is_floating_point() else str(tensor.dtype)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{kind};".encode())
+        _hash_values(digest, tensor, torch.float32 if tensor.is_floating_point() else None)
+    return f"{FINGERPRINT_VERSION}:{digest.hexdigest()[:32]}"
+
+
+def sampled_fingerprint(model: nn.Module, exclude: list[str] = ()) -> str:
+    """The fingerprint written before `fingerprint` (16 hex digits, no prefix), to check older checkpoints and exports.
+
+    It hashes each tensor's name, shape and the rounded sum of its first `FINGERPRINT_SAMPLE`
+    elements only, so a base changed beyond them passes; new checkpoints record `fingerprint`.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if _excluded(name, exclude):
             continue
         flat = tensor.detach().reshape(-1)[:FINGERPRINT_SAMPLE]
         sample = flat.double().sum().item() if flat.is_floating_point() else float(flat.sum().item())
@@ -52,18 +89,40 @@ def fingerprint(model: nn.Module, exclude: list[str] = ()) -> str:
     return digest.hexdigest()[:16]
 
 
+def is_sampled(recorded: str | None) -> bool:
+    """Whether a recorded fingerprint is the pre-v2 `sampled_fingerprint` form."""
+    return recorded is not None and not recorded.startswith(f"{FINGERPRINT_VERSION}:")
+
+
+def fingerprint_like(recorded: str | None, model: nn.Module, exclude: list[str] = ()) -> str:
+    """The fingerprint of `model` in the form `recorded` was written in (full, or sampled for older files)."""
+    return (sampled_fingerprint if is_sampled(recorded) else fingerprint)(model, exclude)
+
+
 def trainable_state(state_dict: dict[str, torch.Tensor], keep: set[str]) -> dict[str, torch.Tensor]:
     """Keep only the entries of `state_dict` named in `keep` (the parameters a method trains)."""
     return {k: v for k, v in state_dict.items() if k in keep}
 
 
-def check_loadable(saved: dict[str, Any], current_fingerprint: str, trainable: set[str], backbone: str) -> None:
-    """Raise `CheckpointMismatchError` when a checkpoint cannot restore this model exactly."""
-    theirs = saved.get("lightning_peft", {})
-    if theirs.get("fingerprint") != current_fingerprint:
+def check_loadable(saved: dict[str, Any], current_fingerprint: str, trainable: set[str], backbone: str,
+                   current_sampled: str | None = None) -> None:
+    """Raise `CheckpointMismatchError` when a checkpoint cannot restore this model exactly.
+
+    Args:
+        saved: The checkpoint.
+        current_fingerprint: `fingerprint` of this model's base.
+        trainable: The parameters this model trains, which the checkpoint must hold.
+        backbone: This model's backbone name, for the message.
+        current_sampled: `sampled_fingerprint` of this model's base, compared instead with a
+            checkpoint written before `fingerprint` covered every weight (so it still resumes).
+    """
+    theirs = saved.get(FACTS_KEY, {})
+    recorded = theirs.get("fingerprint")
+    ours = current_sampled if is_sampled(recorded) and current_sampled is not None else current_fingerprint
+    if recorded != ours:
         raise CheckpointMismatchError(
             f"This checkpoint was trained on base model {theirs.get('backbone', 'unknown')!r} "
-            f"(fingerprint {theirs.get('fingerprint')}), not on {backbone!r} (fingerprint {current_fingerprint}); "
+            f"(fingerprint {recorded}), not on {backbone!r} (fingerprint {ours}); "
             "load it with the backbone it was trained on."
         )
     missing = sorted(trainable - set(saved.get("state_dict", {})))

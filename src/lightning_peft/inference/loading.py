@@ -103,7 +103,9 @@ def load_folder(folder: str | Path, device: str = "auto", dtype: str = "auto") -
     else:
         base = auto.from_pretrained(zoo.resolve(card.backbone), dtype=torch.float32, **kwargs)
         if card.base_fingerprint:
-            found = checkpoint.fingerprint(base, exclude=task.head_modules(base) if task is not None else [])
+            # in the form the card was written in: an export made before v2 records the sampled one
+            found = checkpoint.fingerprint_like(card.base_fingerprint, base,
+                                                exclude=task.head_modules(base) if task is not None else [])
             if found != card.base_fingerprint:
                 raise CardError(f"The adapter in {folder} was trained on a base {card.backbone!r} with fingerprint "
                                 f"{card.base_fingerprint}, but that name now loads a model with fingerprint {found}; "

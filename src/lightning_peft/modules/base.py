@@ -106,6 +106,7 @@ class FineTuneModule(L.LightningModule):
         self.model: nn.Module | None = None
         self.groups: dict[str, dict[str, nn.Parameter]] = {}
         self.base_fingerprint: str | None = None
+        self.sampled_fingerprint: str | None = None  # the pre-v2 form, to resume checkpoints written before
         self.strict_loading = False  # checkpoints hold the trainable parameters only
         self._pending_rng: dict[str, Any] | None = None
         # The data's instruction phrasings, when it has several (paraphrase data): kept in checkpoints
@@ -166,7 +167,11 @@ class FineTuneModule(L.LightningModule):
         base = self.task.auto_class().from_pretrained(
             zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization), **attention
         )
-        self.base_fingerprint = checkpoint.fingerprint(base, exclude=self.task.head_modules(base))
+        # Every weight of the base (a new head's random values excluded); the sampled pre-v2 form too
+        # (milliseconds), since once the method is applied it can no longer be computed.
+        head = self.task.head_modules(base)
+        self.base_fingerprint = checkpoint.fingerprint(base, exclude=head)
+        self.sampled_fingerprint = checkpoint.sampled_fingerprint(base, exclude=head)
         # What peft and our exports record as the base: the name the run was given (zoo name or hub
         # id), which loads anywhere lightning-peft is installed, not the cache folder it resolved to.
         base.name_or_path = base.config._name_or_path = self.backbone
@@ -360,7 +365,8 @@ class FineTuneModule(L.LightningModule):
 
     def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
         self.configure_model()  # the fingerprint needs the base; a no-op when already built
-        checkpoint.check_loadable(ckpt, self.base_fingerprint, self.trainable_parameter_names(), self.backbone)
+        checkpoint.check_loadable(ckpt, self.base_fingerprint, self.trainable_parameter_names(), self.backbone,
+                                  current_sampled=self.sampled_fingerprint)
         self._pending_rng = ckpt.get("rng_states")
         saved = ckpt["lightning_peft"]
         self.specs.update({k: dict(v) for k, v in (ckpt.get(checkpoint.HPARAMS_KEY) or {}).items()
