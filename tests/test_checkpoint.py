@@ -88,7 +88,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file
         io.save_checkpoint({"step": torch.tensor(2)}, target)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["last.ckpt"]
-    assert torch.load(target, weights_only=True) == {"step": torch.tensor(1)}
+    assert torch.load(target, weights_only=True)["step"] == torch.tensor(1)
 
 
 def test_the_cli_writes_checkpoints_atomically(tmp_path):

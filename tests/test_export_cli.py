@@ -8,6 +8,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from lightning_peft import zoo
+from lightning_peft.checkpoint import AtomicCheckpointIO
 from lightning_peft.cli import main
 from lightning_peft.cli.rebuild import module_from_checkpoint
 from lightning_peft.modules import LoraModule
@@ -74,7 +75,7 @@ def test_a_non_empty_output_dir_is_refused_in_one_sentence(fitted, tmp_path, com
 def test_a_checkpoint_written_outside_the_cli_gets_a_clear_error(fitted, tmp_path):
     saved = torch.load(fitted, weights_only=True)
     del saved["hyper_parameters"]  # what `on_save_checkpoint` does for a module built in Python
-    torch.save(saved, tmp_path / "python.ckpt")
+    AtomicCheckpointIO().save_checkpoint(saved, tmp_path / "python.ckpt")  # hashed anew, as the writer would
     with pytest.raises(SystemExit, match=r"^error: This checkpoint does not record how its module was built"):
         main(["export", "--ckpt_path", str(tmp_path / "python.ckpt"), "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()

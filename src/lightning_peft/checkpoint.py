@@ -1,8 +1,9 @@
-"""Adapter-only checkpoints: base-model fingerprints, state filtering, RNG state, atomic checkpoint writes.
+"""Adapter-only checkpoints: base-model fingerprints, state filtering, RNG state, atomic and hashed checkpoint writes.
 
 A checkpoint holds the trainable parameters only (plus optimizer, scheduler, callback, loop and
 RNG state, which Lightning and `capture_rng` add); the frozen base is never written again. Its
-fingerprint ties it to the base it was trained on so it cannot load silently onto another one.
+fingerprint ties it to the base it was trained on so it cannot load silently onto another one,
+and a content hash written with it (`AtomicCheckpointIO`) lets every reader refuse a damaged file.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from .atomic import write_file_atomically
+from .atomic import remove_orphans, write_file_atomically
 
 HPARAMS_KEY = "hyper_parameters"  # LightningModule.CHECKPOINT_HYPER_PARAMS_KEY
-FACTS_KEY = "lightning_peft"  # what this package records in a checkpoint (fingerprint, backbone, ...)
+FACTS_KEY = "lightning_peft"  # what this package records in a checkpoint (fingerprint, backbone, content hash, ...)
+CONTENT_HASH_KEY = "content_sha256"  # under FACTS_KEY: `content_hash` of everything else the checkpoint holds
 FINGERPRINT_VERSION = "v2"  # prefix of `fingerprint`; a fingerprint without it is a `sampled_fingerprint`
 FINGERPRINT_SAMPLE = 4096  # elements per tensor folded into the pre-v2 `sampled_fingerprint`
 _HASH_CHUNK = 1 << 24  # elements converted (to float32, to the CPU) at a time while hashing a tensor
@@ -160,15 +162,97 @@ def drop_unsafe_hparams(ckpt: dict[str, Any]) -> None:
         ckpt.pop("hparams_type", None)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True` (no code runs), as one clear error when that fails."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - truncated zip, foreign pickle, not a checkpoint at all
+def _feed(digest: Any, value: Any) -> None:
+    """Feed `value` (a loaded checkpoint or any part of it) to `digest`, the same before `torch.save` and after `torch.load`.
+
+    Tensors give their dtype, shape and bytes; dicts their items in an order that does not depend
+    on insertion (by each key's own hash), sets theirs sorted likewise, lists and tuples theirs in
+    order; numbers, strings, bytes, None, dtypes and devices their type and `repr`. Any other
+    object gives its type only: nothing else about an arbitrary object is stable across processes
+    (a default `repr` holds its address), and `weights_only` loading admits none of them anyway.
+    """
+    if isinstance(value, torch.Tensor):
+        digest.update(f"T{value.dtype}{tuple(value.shape)};".encode())
+        _hash_values(digest, value)
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)};".encode())
+        for key, item in sorted(((_digest_of(k), v) for k, v in value.items()), key=lambda pair: pair[0]):
+            digest.update(key)
+            _feed(digest, item)
+    elif isinstance(value, (set, frozenset)):
+        digest.update(f"S{len(value)};".encode())
+        for item in sorted(_digest_of(v) for v in value):
+            digest.update(item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)};".encode())
+        for item in value:
+            _feed(digest, item)
+    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+    else:
+        digest.update(f"O{type(value).__module__}.{type(value).__qualname__};".encode())
+
+
+def _digest_of(value: Any) -> bytes:
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.digest()
+
+
+def content_hash(ckpt: dict[str, Any]) -> str:
+    """The sha256 of everything `ckpt` holds (state dict, optimizer, loops, callbacks, RNG, hyperparameters) but the hash itself.
+
+    Computed from the loaded values, not the file's bytes, so writing and reading it needs nothing
+    but the checkpoint dict: a byte flipped in a tensor's storage or in the pickle either stops the
+    file from loading or changes a value, and then this hash.
+    """
+    facts = ckpt.get(FACTS_KEY)
+    if isinstance(facts, dict) and CONTENT_HASH_KEY in facts:
+        ckpt = {**ckpt, FACTS_KEY: {k: v for k, v in facts.items() if k != CONTENT_HASH_KEY}}
+    digest = hashlib.sha256()
+    _feed(digest, ckpt)
+    return digest.hexdigest()
+
+
+def with_content_hash(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of `ckpt` with its `content_hash` under `ckpt["lightning_peft"]["content_sha256"]`."""
+    facts = {k: v for k, v in ckpt.get(FACTS_KEY, {}).items() if k != CONTENT_HASH_KEY}
+    unsigned = {**ckpt, FACTS_KEY: facts}
+    return {**unsigned, FACTS_KEY: {**facts, CONTENT_HASH_KEY: content_hash(unsigned)}}
+
+
+def check_content(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Raise `CheckpointError` when `ckpt` records a content hash its contents no longer match.
+
+    A checkpoint without one (written before hashes were, or by another writer) passes unchecked.
+    """
+    facts = ckpt.get(FACTS_KEY)
+    recorded = facts.get(CONTENT_HASH_KEY) if isinstance(facts, dict) else None
+    if recorded is not None and recorded != content_hash(ckpt):
         raise CheckpointError(
-            f"{path} is not a checkpoint that loads safely ({type(error).__name__}); point to a .ckpt written by "
-            "`lightning-peft fit`."
-        ) from None
+            f"{path} is damaged: its contents do not match the hash written with it; use another checkpoint."
+        )
+
+
+def _unreadable(path: str | Path, error: BaseException) -> CheckpointError:
+    if isinstance(error, FileNotFoundError):
+        return CheckpointError(f"{path} does not exist; point to a .ckpt written by `lightning-peft fit`.")
+    return CheckpointError(
+        f"{path} is not a checkpoint that loads safely ({type(error).__name__}); point to a .ckpt written by "
+        "`lightning-peft fit`."
+    )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True` (no code runs) and check its content hash, as one clear error when either fails."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - truncated zip, foreign pickle, not a checkpoint at all
+        raise _unreadable(path, error) from None
+    if not isinstance(ckpt, dict):
+        raise _unreadable(path, TypeError())
+    check_content(ckpt, path)
+    return ckpt
 
 
 def saved_module_class(ckpt: dict[str, Any], base: type) -> type:
@@ -230,14 +314,36 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file beside the target and renames it into place.
+    """Writes a checkpoint with its content hash to a temporary file beside the target and renames it into place; checks the hash on load.
 
     Lightning's default writer streams into the final path, so a process killed mid-write leaves a
     truncated file under the real name. A rename within one folder is atomic, so a reader sees
-    either the previous complete checkpoint or the new complete one.
+    either the previous complete checkpoint or the new complete one; the temporary files of
+    writes that were killed are removed at the next write of the same name and when a run resumes
+    from a checkpoint beside them (`atomic.remove_orphans`).
+
+    The content hash (`content_hash`, under `ckpt["lightning_peft"]["content_sha256"]`) is added
+    here rather than in `FineTuneModule.on_save_checkpoint`: this is the last step before the bytes
+    are written, after every hook has added its part, and it covers any LightningModule's
+    checkpoint. Checkpoints written before (or by another writer) have none and load unchecked.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        checkpoint = with_content_hash(checkpoint)
         if "://" in str(path):  # remote filesystems: rename is not atomic there, use Lightning's writer
             return super().save_checkpoint(checkpoint, path, storage_options)
         write_file_atomically(path, lambda tmp: torch.save(checkpoint, tmp), fsync=True)
+
+    def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's loader, with a missing, unreadable or damaged file refused in one sentence (`CheckpointError`)."""
+        try:
+            ckpt = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except Exception as error:  # noqa: BLE001 - missing, truncated, foreign: one sentence, the cause kept
+            raise _unreadable(path, error) from error
+        if not isinstance(ckpt, dict):
+            raise _unreadable(path, TypeError())
+        check_content(ckpt, path)
+        if "://" not in str(path):
+            remove_orphans(path)  # what the killed run this one resumes left beside its checkpoint
+        return ckpt
