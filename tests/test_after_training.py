@@ -193,6 +193,9 @@ def test_bad_inference_input_gets_one_sentence_and_writes_nothing(trained):
     with pytest.raises(SystemExit) as error:
         main(["predict", "--ckpt_path", str(trained["ckpt"]), "--input", str(bad), "--output", str(out)])
     assert "input 1" in str(error.value) and "'text'" in str(error.value) and not out.exists()
+    with pytest.raises(SystemExit) as error:  # the command the README used to suggest for Lightning's predict
+        main(["predict", "--config", "runs/x/config.yaml", "--ckpt_path", str(trained["ckpt"])])
+    assert "needs no --config" in str(error.value) and "--input FILE" in str(error.value)
     with pytest.raises(SystemExit) as error:
         main(["generate", "--model", "tiny-llama"])
     assert "--prompt" in str(error.value)

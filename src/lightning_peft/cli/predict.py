@@ -61,6 +61,9 @@ def predictions(runnable, records: list[dict[str, Any]], args) -> Iterator[dict[
 
 
 def predict_command(argv: list[str]) -> None:
+    if any(arg == "--config" or arg.startswith("--config=") for arg in argv):
+        raise SystemExit("error: predict needs no --config: the checkpoint (or the exported folder) records the model, "
+                         "task and input template; give --ckpt_path C (or --adapter D / --model M) and --input FILE.")
     args = _parser().parse_args(argv)
     if args.batch_size < 1:
         raise SystemExit(f"error: --batch_size must be a positive integer, got {args.batch_size}.")
