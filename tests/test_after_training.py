@@ -207,3 +207,17 @@ def test_bad_inference_input_gets_one_sentence_and_writes_nothing(trained):
     with pytest.raises(SystemExit) as error:
         main(["predict", "--adapter", str(plain), "--input", str(trained["inputs"])])
     assert str(error.value).startswith("error: ") and "has no lightning_peft.json" in str(error.value)
+
+
+def test_fit_with_a_missing_or_damaged_ckpt_path_is_one_sentence(trained, capsys):
+    junk = trained["root"] / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    for given, expected in ((str(trained["root"] / "missing.ckpt"), "is not a checkpoint file"),
+                            (str(trained["root"]), "is not a checkpoint file"),
+                            (str(junk), "is not a checkpoint that loads safely")):
+        with pytest.raises(SystemExit) as error:
+            _fit(trained["root"] / "never", 3, "--ckpt_path", given)
+        assert error.value.code == 2
+        (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert expected in line and "Traceback" not in line
+    assert not (trained["root"] / "never").exists()  # nothing written for a run that could not start

@@ -70,6 +70,7 @@ def _fit(root: Path, devices: int, batch_size: int, case: str) -> subprocess.Pop
         "--data.init_args.batch_size", str(batch_size),
         "--data.init_args.eval_batch_size", "4",
         "--trainer.max_steps", str(STEPS[case]), "--trainer.val_check_interval", "1.0",
+        "--trainer.check_val_every_n_epoch", "1",  # the recipe counts steps; here: validate at each epoch end
         "--trainer.limit_val_batches", "1.0", "--trainer.enable_progress_bar", "false",
         "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
         "--trainer.default_root_dir", str(root), "--test_before_fit", "false",

@@ -28,7 +28,7 @@ from ..callbacks.dual_lr import ScheduleConfigError
 from ..callbacks.probe_contract import ProbeContractError
 from ..callbacks.throughput import ThroughputConfigError
 from ..card import CardError
-from ..checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError
+from ..checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError, read_checkpoint
 from ..data import DataConfigError, DataFacts
 from ..inference.generation import GenerationError
 from ..methods import MethodConfigError
@@ -101,15 +101,13 @@ class LightningPeftCLI(LightningCLI):
         if config and config.get("ckpt_path") == "last":
             self._resolve_last(config)
         ckpt_path, wanted = config.get("ckpt_path"), config.get("model.init_args.backbone")
-        if ckpt_path and wanted and Path(ckpt_path).is_file():
-            import torch
-
-            try:
-                saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 - unreadable checkpoints are reported by the loader itself
-                saved = {}
+        if ckpt_path and ckpt_path not in ("best", "hpc") and "://" not in str(ckpt_path):
+            if not Path(ckpt_path).is_file():
+                raise CheckpointError(f"--ckpt_path {ckpt_path} is not a checkpoint file; point it at a .ckpt written by "
+                                      "`lightning-peft fit` (or use --ckpt_path last).")
+            saved = read_checkpoint(ckpt_path)  # one sentence for a damaged or foreign file, before Lightning loads it
             trained_on = saved.get("lightning_peft", {}).get("backbone") or saved.get("hyper_parameters", {}).get("backbone")
-            if trained_on and trained_on != wanted:
+            if trained_on and wanted and trained_on != wanted:
                 raise CheckpointMismatchError(
                     f"--ckpt_path {ckpt_path} was trained on base model {trained_on!r}, but the config asks for "
                     f"backbone {wanted!r}; set model.init_args.backbone to {trained_on!r} or start without --ckpt_path."
