@@ -221,3 +221,47 @@ def test_fit_with_a_missing_or_damaged_ckpt_path_is_one_sentence(trained, capsys
         (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert expected in line and "Traceback" not in line
     assert not (trained["root"] / "never").exists()  # nothing written for a run that could not start
+
+
+SEQ2SEQ = """
+seed_everything: 0
+trainer: {max_steps: 2, enable_progress_bar: false, logger: false}
+test_after_fit: false
+model:
+  class_path: lightning_peft.modules.LoraModule
+  init_args:
+    backbone: tiny-t5
+    task: lightning_peft.tasks.Seq2Seq
+    method: {class_path: lightning_peft.methods.Lora, init_args: {r: 4, target_modules: [q, v]}}
+data:
+  class_path: lightning_peft.data.Seq2SeqData
+  init_args: {dataset: trec6, source_template: "question: {text}", max_train_examples: 8, max_eval_examples: 4,
+              batch_size: 4, val_size: 4, test_size: 4}
+"""
+
+
+@pytest.mark.parametrize("task", ["head", "seq2seq"])
+def test_predict_covers_head_classification_and_seq2seq_from_checkpoint_and_adapter(tmp_path, task):
+    root = tmp_path / "run"
+    if task == "head":
+        main(["fit", "--config", str(ROOT / "configs/lora/lora_head_sms_spam.yaml"), "--model.init_args.backbone",
+              "tiny-llama", "--data.init_args.max_train_examples", "8", "--data.init_args.max_eval_examples", "4",
+              "--data.init_args.batch_size", "4", "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(root), "--test_after_fit", "false"])
+    else:
+        (tmp_path / "seq2seq.yaml").write_text(SEQ2SEQ)
+        main(["fit", "--config", str(tmp_path / "seq2seq.yaml"), "--trainer.default_root_dir", str(root)])
+    (ckpt,) = root.rglob("last.ckpt")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(json.dumps({"text": "Win a free prize now, call 0800"}) + "\n")
+    main(["export", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "adapter")])
+    rows = {}
+    for source in (["--ckpt_path", str(ckpt)], ["--adapter", str(tmp_path / "adapter")]):
+        out = tmp_path / f"{source[0][2:]}.jsonl"
+        main(["predict", *source, "--input", str(inputs), "--output", str(out), "--max_new_tokens", "3"])
+        (rows[source[0]],) = _read_jsonl(out)
+    if task == "head":  # the trained head travels in the adapter (peft's modules_to_save)
+        a, b = rows["--ckpt_path"]["probabilities"], rows["--adapter"]["probabilities"]
+        assert list(a) == ["ham", "spam"] and all(abs(a[k] - b[k]) < 1e-5 for k in a)
+    else:
+        assert rows["--ckpt_path"]["generated"] == rows["--adapter"]["generated"]
