@@ -22,6 +22,7 @@ from lightning_peft.data.errors import DataConfigError
 _LAZY = {
     "ClassificationData": "lightning_peft.data.classification",
     "DataFacts": "lightning_peft.data.facts",
+    "FewShotClassificationData": "lightning_peft.data.fewshot",
     "LengthBucketBatchSampler": "lightning_peft.data.sampler",
     "ParaphraseClassificationData": "lightning_peft.data.paraphrase",
     "SFTData": "lightning_peft.data.sft",
@@ -32,6 +33,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from lightning_peft.data.classification import ClassificationData
     from lightning_peft.data.facts import DataFacts
+    from lightning_peft.data.fewshot import FewShotClassificationData
     from lightning_peft.data.paraphrase import ParaphraseClassificationData
     from lightning_peft.data.sampler import LengthBucketBatchSampler
     from lightning_peft.data.seq2seq import Seq2SeqData
@@ -61,6 +63,7 @@ __all__ = [
     "ClassificationData",
     "DataConfigError",
     "DataFacts",
+    "FewShotClassificationData",
     "LengthBucketBatchSampler",
     "ParaphraseClassificationData",
     "SFTData",

@@ -1,0 +1,131 @@
+"""Few-shot classification data: k seeded examples per class to train on, the rest of the training split unlabelled.
+
+The few-shot setting of PET (Schick & Schuetze 2021, "Exploiting Cloze Questions for Few Shot Text
+Classification and Natural Language Inference", arXiv:2001.07676): a small labelled set T of k
+examples per class and a larger unlabelled set D of the same task's text (used by PET's language-model
+term, its ensemble labelling and iPET). Here T is drawn with `shot_seed` from the training split of
+any classification data, and D is what remains of that split with its labels dropped; validation and
+test are the seeded splits `ClassificationData` makes, untouched by `shot_seed`, so runs with
+different shot seeds are scored on the same examples.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Any, Optional, Union
+
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_peft.data.classification import ClassificationData
+from lightning_peft.data.collate import pad_right
+from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.sampler import LengthBucketBatchSampler
+from lightning_peft.data.tokenized import TokenizedDataset
+
+UNLABELLED = "unlabelled"
+
+
+def template_fields(template: str) -> set[str]:
+    """The names a format string fills (`{text}` -> "text"); a malformed template is one `DataConfigError`."""
+    try:
+        return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field}
+    except ValueError as err:
+        raise DataConfigError(f"template {template!r} is not a valid format string ({err}); escape literal braces as {{{{ }}}}.") from None
+
+
+def pick_shots(labels: list[int], label_names: list[str], shots_per_class: int, seed: int) -> tuple[list[int], list[int]]:
+    """Positions of `shots_per_class` examples of every class (drawn with `seed`) and of all the others.
+
+    Each class's positions are shuffled with `random.Random(seed)` and the first k kept, so the same
+    seed gives the same shots and a class's shots do not depend on how many examples other classes have.
+    """
+    by_class: dict[int, list[int]] = {index: [] for index in range(len(label_names))}
+    for position, label in enumerate(labels):
+        by_class[label].append(position)
+    smallest = min(by_class, key=lambda index: len(by_class[index]))
+    if len(by_class[smallest]) < shots_per_class:
+        raise DataConfigError(
+            f"shots_per_class={shots_per_class} is more than the training split's {len(by_class[smallest])} examples of "
+            f"class {label_names[smallest]!r} (its smallest class); lower shots_per_class or lower val_size/test_size."
+        )
+    rng = random.Random(seed)
+    shots: list[int] = []
+    for index in range(len(label_names)):
+        positions = list(by_class[index])
+        rng.shuffle(positions)
+        shots.extend(positions[:shots_per_class])
+    chosen = set(shots)
+    return sorted(shots), [position for position in range(len(labels)) if position not in chosen]
+
+
+class UnlabelledCollator:
+    """Right-padded `{"input_ids", "attention_mask"}` batches: the unlabelled pool has no `labels`."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [example["input_ids"] for example in examples]
+        return {"input_ids": pad_right(ids, self.pad_token_id), "attention_mask": pad_right([[1] * len(i) for i in ids], 0)}
+
+
+class FewShotClassificationData(ClassificationData):
+    """`ClassificationData` whose training set is k seeded examples per class; the rest of it is an unlabelled pool.
+
+    Args:
+        shots_per_class: How many training examples of each class (k); every class gets exactly k.
+        shot_seed: Seed of the draw: the same seed gives the same shots, another seed other shots.
+            The splits themselves follow `split_seed`, so validation and test do not change with it.
+        template: The pattern (PET's P): a format string with the `{text}` slot, e.g. "{text} Topic:" for a
+            causal LM (the answer is the next token) or "{text} Topic: [MASK]." for a masked LM.
+        **kwargs: Everything else of `ClassificationData` (dataset, tokenizer, text_column, label_column,
+            label_names, max_length, batch_size, val_size, test_size, split_seed, ...). `max_train_examples`,
+            if set, first cuts the training split; the shots and the pool come from what is left.
+
+    After `setup()`, `datasets["train"]` holds the shots, `datasets["unlabelled"]` the pool (examples
+    without a `label`) and `unlabelled_dataloader()` serves it as `{"input_ids", "attention_mask"}` batches.
+
+    Example::
+
+        dm = FewShotClassificationData("bbc_news", tokenizer="smollm2-135m", template="{text}\\nTopic:",
+                                       shots_per_class=10, shot_seed=0)
+        dm.setup()
+        assert len(dm.datasets["train"]) == 10 * len(dm.label_names)
+    """
+
+    def __init__(self, dataset: Union[str, Any] = "trec6", shots_per_class: int = 10, shot_seed: int = 0,
+                 template: str = "{text}", **kwargs: Any) -> None:
+        if isinstance(shots_per_class, bool) or not isinstance(shots_per_class, int) or shots_per_class < 1:
+            raise DataConfigError(f"shots_per_class must be a positive integer (examples per class), got {shots_per_class!r}.")
+        if isinstance(shot_seed, bool) or not isinstance(shot_seed, int):
+            raise DataConfigError(f"shot_seed must be an integer, got {shot_seed!r}.")
+        if "text" not in template_fields(template):
+            raise DataConfigError(f"template {template!r} has no {{text}} slot; a pattern must place the input with {{text}}.")
+        super().__init__(dataset, template=template, **kwargs)
+        self.shots_per_class = shots_per_class
+        self.shot_seed = shot_seed
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        super().setup(stage)
+        train = self.datasets["train"]
+        labels = train.store["label"][train.indices].tolist()
+        shots, rest = pick_shots(labels, self.label_names, self.shots_per_class, self.shot_seed)
+        unlabelled_store = {name: column for name, column in train.store.items() if name != "label"}
+        self.datasets["train"] = TokenizedDataset(train.store, [train.indices[p] for p in shots])
+        self.datasets[UNLABELLED] = TokenizedDataset(unlabelled_store, [train.indices[p] for p in rest])
+
+    def unlabelled_dataloader(self, batch_size: Optional[int] = None, shuffle: bool = True) -> Union[DataLoader, list]:
+        """The unlabelled pool in batches of `batch_size` (default: the training batch size), seeded by `split_seed`."""
+        if not self.datasets:
+            raise DataConfigError(f"Call {type(self).__name__}.setup() before asking for dataloaders.")
+        data = self.datasets[UNLABELLED]
+        if len(data) == 0:
+            return []
+        sampler = LengthBucketBatchSampler(data.lengths(), batch_size or self.batch_size, shuffle=shuffle,
+                                           seed=self.split_seed, megabatch_batches=50 if self.bucket_by_length else 1)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=UnlabelledCollator(self.pad_token_id),
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.split_seed))
