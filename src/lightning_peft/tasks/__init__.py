@@ -2,9 +2,10 @@
 
 from .base import Classifies, Task, TaskConfigError, TaskOutput
 from .classification import HeadClassification, VerbalizerClassification, left_align
+from .cloze import ClozeClassification
 from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
 from .metrics import TokenPerplexity
 from .robust import RobustPrompt
 
-__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "HeadClassification", "RobustPrompt", "Seq2Seq", "Task", "TaskConfigError", "TaskOutput",
+__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "HeadClassification", "RobustPrompt", "Seq2Seq", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "left_align"]
