@@ -42,9 +42,10 @@ class ClozeClassification(_Classification):
             the prompt for a causal LM; one mask per token, predicted together, for a masked LM).
         lm: "causal" (the slot is the next token after the prompt) or "masked" (the slot is the mask token
             the data's template holds, e.g. "{text} It was [MASK]."; loads `AutoModelForMaskedLM`).
-        class_score: How a class's words make its score: "mean" of their log-probs (PET and OpenPrompt's
-            manual verbalizer average over a label's words) or "logsumexp" (the log of the words' summed
-            probability: a class is likely if any of its words is).
+        class_score: How a class's words make its score: "mean" of their log-probs, or "logsumexp" (the log
+            of the words' summed probability: a class is likely if any of its words is). PET averages the
+            logits of a label's (single-token) words (timoschick/pet, `pet/pvp.py`); for single-token words
+            "mean" differs from that by one normaliser per input, so it gives the same ranking and loss.
         prefix_space: Prepend a space to each word before tokenizing it (the word follows the prompt).
 
     With one single-token word per class the ranking is `VerbalizerClassification`'s: log-probs differ
