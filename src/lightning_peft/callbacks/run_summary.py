@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from ..atomic import write_file_atomically
+from ..card import scalar_metrics
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -44,7 +45,10 @@ def checkpoint_progress(path: str | Path) -> tuple[int, int] | None:
     """
     if not Path(path).is_file():
         return None  # a remote URL: the section names it, its step and epoch stay unknown (null)
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a foreign or legacy file: its step stays unknown rather than losing metrics.json
+        return None
     return int(saved["global_step"]), int(saved["epoch"])
 
 
@@ -75,7 +79,7 @@ class RunSummary(L.Callback):
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer, stage: str, path: Path) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        metrics = scalar_metrics(trainer.callback_metrics)
         step, epoch, source = trainer.global_step, trainer.current_epoch, {}
         if stage != "fit" and trainer.ckpt_path:
             source = {"ckpt_path": str(trainer.ckpt_path)}
