@@ -6,7 +6,9 @@ One 3-step tiny-llama fit (quickstart recipe, TREC-6 by verbalizer) is shared by
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import pty
 import select
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from lightning_peft.cli import main
+from lightning_peft.inference import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -38,11 +41,16 @@ def _fit(root: Path, steps: int, *extra: str) -> None:
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A 3-step fit (validation every 50 steps, so it never validates) and the inputs to predict."""
     root = tmp_path_factory.mktemp("after_training")
-    _fit(root / "run", 3)
+    handler = logging.StreamHandler(io.StringIO())  # Lightning's rank_zero_info goes to its logger
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    try:
+        _fit(root / "run", 3)
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
     inputs = root / "questions.jsonl"
     inputs.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     (ckpt,) = (root / "run").rglob("last.ckpt")
-    return {"root": root, "ckpt": ckpt, "inputs": inputs}
+    return {"root": root, "ckpt": ckpt, "inputs": inputs, "printed": handler.stream.getvalue()}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -56,7 +64,7 @@ def _predict(source: list[str], trained: dict[str, Path], name: str) -> list[dic
 
 
 def test_a_fit_shorter_than_its_validation_interval_leaves_last_ckpt_and_says_where(trained):
-    assert trained["ckpt"].parent.name == "checkpoints"
+    assert trained["ckpt"].parent.name == "checkpoints" and trained["printed"].count(f"saved to {trained['ckpt']}") == 1
     import torch
 
     saved = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)
@@ -118,8 +126,11 @@ def test_generate_with_an_adapter_folder_prints_text(trained, capsys):
     folder = trained["root"] / "adapter_for_generate"
     main(["export", "--ckpt_path", str(trained["ckpt"]), "--output_dir", str(folder)])
     capsys.readouterr()
-    main(["generate", "--adapter", str(folder), "--prompt", "Who painted the Mona Lisa?", "--max_new_tokens", "6"])
-    assert capsys.readouterr().out.strip()  # a random tiny model's words, streamed
+    streamed = {}
+    for source in (["--adapter", str(folder)], ["--ckpt_path", str(trained["ckpt"])]):
+        main(["generate", *source, "--prompt", "Who painted the Mona Lisa?", "--max_new_tokens", "6"])
+        streamed[source[0]] = capsys.readouterr().out
+    assert streamed["--adapter"].strip() and streamed["--adapter"] == streamed["--ckpt_path"]  # greedy: the same words
 
     prompts = trained["root"] / "prompts.txt"
     prompts.write_text("Who painted the Mona Lisa?\nName a river.\n")
@@ -128,7 +139,10 @@ def test_generate_with_an_adapter_folder_prints_text(trained, capsys):
           "--max_new_tokens", "4", "--do_sample", "true", "--seed", "3"])
     answers = _read_jsonl(out)
     assert [a["prompt"] for a in answers] == ["Who painted the Mona Lisa?", "Name a river."]
-    assert all(isinstance(a["generated"], str) for a in answers)
+    again = trained["root"] / "answers_again.jsonl"
+    main(["generate", "--adapter", str(folder), "--prompts_file", str(prompts), "--output", str(again),
+          "--max_new_tokens", "4", "--do_sample", "true", "--seed", "3"])
+    assert _read_jsonl(again) == answers  # the same seed samples the same answers
 
 
 def test_sft_checkpoint_predicts_generated_text(tmp_path):
@@ -146,6 +160,15 @@ def test_sft_checkpoint_predicts_generated_text(tmp_path):
     main(["predict", "--ckpt_path", str(ckpt), "--input", str(inputs), "--output", str(out), "--max_new_tokens", "3"])
     (row,) = _read_jsonl(out)
     assert row["prompt"] == "Say yes." and isinstance(row["generated"], str)
+    from lightning_peft.cli.rebuild import module_from_checkpoint
+    from lightning_peft.inference import Runnable, generate_texts, prompt_for_record
+
+    module = module_from_checkpoint(str(ckpt))  # the same greedy answer as the model written with its chat template
+    runnable = Runnable(module.probe_model().eval(), module.tokenizer, module.task, module.input_format)
+    text = prompt_for_record(runnable, {"prompt": "Say yes."})
+    assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n")
+    (expected,) = generate_texts(runnable, [text], GenerationSettings(max_new_tokens=3))
+    assert row["generated"] == expected
 
 
 def test_chat_answers_two_turns_in_a_terminal():
@@ -184,6 +207,16 @@ def test_chat_answers_two_turns_in_a_terminal():
         os.close(leader)
     text = seen.decode(errors="replace")
     assert text.count("model> ") == 2 and text.count("you> ") == 3, text[-500:]
+
+
+def test_chat_prompt_carries_the_earlier_turns():
+    from lightning_peft.inference import load_model, prompt_for
+
+    runnable = load_model("tiny-llama", device="cpu")
+    history = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hello Ada."}]
+    text = prompt_for(runnable, "What is my name?", system="Be brief.", history=history)
+    order = [text.index(part) for part in ("Be brief.", "My name is Ada.", "Hello Ada.", "What is my name?")]
+    assert order == sorted(order) and text.endswith("<|im_start|>assistant\n")
 
 
 def test_bad_inference_input_gets_one_sentence_and_writes_nothing(trained):

@@ -45,6 +45,8 @@ class RunCard:
         verbalizer: Label -> the word scored for it (verbalizer classification).
         input_format: `InputFormat.to_dict()` of the training data; None when the data did not say.
         dataset: The catalog name or file trained on.
+        quantization: "int8" or "nf4" when the base was loaded quantized (QLoRA): the adapter goes back onto a base
+            quantized the same way.
         metrics: Final scalar metrics of the run (e.g. "test/acc").
     """
 
@@ -57,6 +59,7 @@ class RunCard:
     verbalizer: Optional[dict[str, str]] = None
     input_format: Optional[dict[str, Any]] = None
     dataset: Optional[str] = None
+    quantization: Optional[str] = None
     metrics: dict[str, float] = field(default_factory=dict)
     version: int = CARD_VERSION
 

@@ -24,8 +24,8 @@ from ..inference.generation import GenerationError, uses_chat_template
 from .sources import add_source_arguments, load_source, read_inputs
 
 
-def _decoding_arguments(parser: ArgumentParser, max_new_tokens: int) -> None:
-    parser.add_argument("--system", type=str | None, default=None, help="A system message (models with a chat template).")
+def decoding_arguments(parser: ArgumentParser, max_new_tokens: int) -> None:
+    """The decoding options of generate, chat and predict (generative tasks)."""
     parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens, help="The most tokens per answer.")
     parser.add_argument("--do_sample", type=bool, default=False, help="Sample instead of greedy decoding.")
     parser.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature, > 0 (with --do_sample).")
@@ -35,7 +35,7 @@ def _decoding_arguments(parser: ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed (the same seed gives the same answer).")
 
 
-def _settings(args) -> GenerationSettings:
+def decoding_settings(args) -> GenerationSettings:
     return GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
                               top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
 
@@ -49,7 +49,8 @@ def _generate_parser() -> ArgumentParser:
     parser.add_argument("--output", type=str | None, default=None,
                         help="JSONL file of {prompt, generated} to write; default: print the answers.")
     parser.add_argument("--batch_size", type=int, default=8, help="Prompts decoded together.")
-    _decoding_arguments(parser, max_new_tokens=128)
+    parser.add_argument("--system", type=str | None, default=None, help="A system message (models with a chat template).")
+    decoding_arguments(parser, max_new_tokens=128)
     return parser
 
 
@@ -69,7 +70,7 @@ def _prompts(args) -> list[str]:
 def generate_command(argv: list[str]) -> None:
     args = _generate_parser().parse_args(argv)
     prompts = _prompts(args)
-    settings = _settings(args)
+    settings = decoding_settings(args)
     runnable = load_source(args)
     texts = [prompt_for(runnable, prompt, args.system) for prompt in prompts]
     if len(prompts) == 1 and args.output is None:
@@ -91,13 +92,14 @@ def _chat_parser() -> ArgumentParser:
                             description="Talk with a trained (or any) chat model, turn by turn; /reset starts over, "
                                         "/exit or Ctrl-D leaves.")
     add_source_arguments(parser)
-    _decoding_arguments(parser, max_new_tokens=256)
+    parser.add_argument("--system", type=str | None, default=None, help="A system message (models with a chat template).")
+    decoding_arguments(parser, max_new_tokens=256)
     return parser
 
 
 def chat_command(argv: list[str]) -> None:
     args = _chat_parser().parse_args(argv)
-    settings = _settings(args)
+    settings = decoding_settings(args)
     runnable = load_source(args)
     if not uses_chat_template(runnable) or not runnable.tokenizer.chat_template:
         raise GenerationError("chat needs a model trained with (or a tokenizer that has) a chat template; use "

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_file_atomically
 from ..data.formats import InputFormat
-from ..inference import GenerationSettings, classify, generate_texts, prompt_for
+from ..inference import classify, generate_texts, prompt_for_record
 from ..tasks import Classifies
+from .generate import decoding_arguments, decoding_settings
 from .sources import add_source_arguments, load_source, read_inputs
 
 
@@ -34,11 +35,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--output", type=str | None, default=None,
                         help="JSONL file to write (replaced only when complete); default: standard output.")
     parser.add_argument("--batch_size", type=int, default=32, help="Inputs per forward pass (or per generate call).")
-    parser.add_argument("--max_new_tokens", type=int, default=128, help="Generative tasks: the most tokens per answer.")
-    parser.add_argument("--do_sample", type=bool, default=False, help="Generative tasks: sample instead of greedy decoding.")
-    parser.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature (with --do_sample).")
-    parser.add_argument("--top_p", type=float, default=0.9, help="Nucleus sampling mass (with --do_sample).")
-    parser.add_argument("--seed", type=int, default=0, help="Sampling seed.")
+    decoding_arguments(parser, max_new_tokens=128)  # for SFT and seq2seq tasks
     return parser
 
 
@@ -53,10 +50,8 @@ def predictions(runnable, records: list[dict[str, Any]], args) -> Iterator[dict[
         for record, predicted in zip(records, classify(runnable, records, args.batch_size)):
             yield {**record, **predicted}
         return
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    prompts = [prompt_for(runnable, str(record[fmt.column])) for record in records]
-    for record, text in zip(records, generate_texts(runnable, prompts, settings, args.batch_size)):
+    prompts = [prompt_for_record(runnable, record) for record in records]
+    for record, text in zip(records, generate_texts(runnable, prompts, decoding_settings(args), args.batch_size)):
         yield {**record, "generated": text}
 
 

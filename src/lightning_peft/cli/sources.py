@@ -37,6 +37,7 @@ def load_source(args) -> Runnable:
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype {args.dtype!r} is not one of auto, float32, bfloat16, float16.")
     try:
+        device = resolve_device(args.device)  # before any weights load
         if args.adapter is not None:
             return load_folder(args.adapter, args.device, args.dtype)
         if args.model is not None:
@@ -46,8 +47,10 @@ def load_source(args) -> Runnable:
     from .rebuild import module_from_checkpoint
 
     module = module_from_checkpoint(args.ckpt_path)
-    model = ready(module.probe_model(), resolve_device(args.device), args.dtype)
-    return Runnable(model, module.tokenizer, module.task, module.input_format,
+    model = module.probe_model()
+    if module.quantization is None:  # a quantized base stays where bitsandbytes put it
+        model = ready(model, device, args.dtype)
+    return Runnable(model.eval(), module.tokenizer, module.task, module.input_format,
                     bool(load_config(module.backbone).is_encoder_decoder))
 
 

@@ -8,6 +8,7 @@ length. A data module states its `InputFormat`; fit records it in checkpoints an
 
 from __future__ import annotations
 
+import string
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
@@ -56,12 +57,20 @@ class InputFormat:
     def with_template(self, template: str) -> "InputFormat":
         return replace(self, template=template)
 
+    def fields(self) -> list[str]:
+        """The record fields an input needs: the input column, plus the other names the template fills."""
+        if self.chat_template:
+            return [self.column]
+        named = [name for _, name, _, _ in string.Formatter().parse(self.template) if name]
+        return list(dict.fromkeys([self.column, *(name for name in named if name != self.slot)]))
+
     def missing_column(self, record: Record) -> Optional[str]:
-        """One sentence saying `record` lacks this format's input column, or None when it has it."""
-        if self.column in record:
+        """One sentence saying which fields `record` lacks for this format, or None when it has them all."""
+        missing = [name for name in self.fields() if name not in record]
+        if not missing:
             return None
-        return (f"the record has no {self.column!r} field (it has {', '.join(map(repr, record)) or 'none'}); "
-                f"give each input as {{\"{self.column}\": \"...\"}}.")
+        return (f"the record has no {', '.join(map(repr, missing))} field (it has {', '.join(map(repr, record)) or 'none'}); "
+                f"give each input with the fields {', '.join(map(repr, self.fields()))}.")
 
     def text(self, record: Record, tokenizer: Any = None, argument: str = "template") -> str:
         """The text the model reads for `record` (a chat-formatted string when `chat_template`)."""

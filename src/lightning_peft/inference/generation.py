@@ -92,6 +92,15 @@ def prompt_for(runnable: Runnable, text: str, system: str | None = None,
     return fmt.text({fmt.column: text}) if fmt is not None else text
 
 
+def prompt_for_record(runnable: Runnable, record: dict[str, Any]) -> str:
+    """The text the model reads for a whole input record, written with the training format (every field
+    its template names filled from the record); a record's `text` as it is for a plain model."""
+    fmt = runnable.input_format
+    if fmt is None:
+        return prompt_for(runnable, str(record["text"]))
+    return fmt.text(record, runnable.tokenizer)
+
+
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -117,14 +126,17 @@ def generate_texts(runnable: Runnable, prompts: Sequence[str], settings: Generat
     device = next(model.parameters()).device
     add_special = not uses_chat_template(runnable)  # a chat template writes its own special tokens
     torch.manual_seed(settings.seed)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # every row ends at the last column, where decoding continues
+    # The training length limit: a longer prompt loses its beginning, as in training (SFT cuts prompts from the left).
+    limit = runnable.input_format.max_length if runnable.input_format is not None else None
+    side, cut = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side = tokenizer.truncation_side = "left"  # every row ends at the last column, where decoding continues
     try:
         for chunk in _chunks(list(prompts), batch_size):
-            inputs = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+            inputs = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=add_special,
+                               truncation=limit is not None, max_length=limit).to(device)
             out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                  streamer=streamer, **settings.kwargs(pad_id))
             new = out if runnable.encoder_decoder else out[:, inputs["input_ids"].shape[1]:]
             yield from tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
-        tokenizer.padding_side = side
+        tokenizer.padding_side, tokenizer.truncation_side = side, cut

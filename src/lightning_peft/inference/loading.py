@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from .. import checkpoint, zoo
+from .. import quantization as quant
 from ..card import CARD_NAME, CardError, RunCard
 from ..data.formats import InputFormat
 from ..methods.soft_prompt_io import load_soft_prompt
@@ -73,10 +74,17 @@ def _dtype(device: torch.device, dtype: str) -> torch.dtype:
 
 
 def resolve_device(device: str) -> torch.device:
-    """ "auto": the GPU when there is one, else the CPU; otherwise the named device."""
+    """ "auto": the GPU when there is one, else the CPU; otherwise the named device, which must exist."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise CardError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
+        raise CardError(f"--device {device} is not on this machine ({torch.cuda.device_count()} CUDA devices); "
+                        "use --device auto or cpu.")
+    return chosen
 
 
 def ready(model: nn.Module, device: torch.device, dtype: str) -> nn.Module:
@@ -101,7 +109,10 @@ def load_folder(folder: str | Path, device: str = "auto", dtype: str = "auto") -
     if card.kind == "merged":
         model = auto.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
     else:
-        base = auto.from_pretrained(zoo.resolve(card.backbone), dtype=torch.float32, **kwargs)
+        # a QLoRA adapter goes back onto its base quantized the same way (its fingerprint is of that form)
+        quant.check_available(card.quantization)
+        base = auto.from_pretrained(zoo.resolve(card.backbone), dtype=torch.float32, **kwargs,
+                                    **quant.load_kwargs(card.quantization))
         if card.base_fingerprint:
             # in the form the card was written in: an export made before v2 records the sampled one
             found = checkpoint.fingerprint_like(card.base_fingerprint, base,
@@ -113,13 +124,20 @@ def load_folder(folder: str | Path, device: str = "auto", dtype: str = "auto") -
         model = load_soft_prompt(base, folder)  # reads peft's format and ours alike
     input_format = InputFormat.from_dict(card.input_format) if card.input_format else None
     encoder_decoder = bool(zoo.load_config(str(folder) if card.kind == "merged" else card.backbone).is_encoder_decoder)
+    if card.quantization is not None:  # bitsandbytes placed it; a dtype cast would undo the quantization
+        return Runnable(model.eval(), tokenizer, task, input_format, encoder_decoder)
     return Runnable(ready(model, resolve_device(device), dtype), tokenizer, task, input_format, encoder_decoder)
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> Runnable:
-    """A folder with a card as `load_folder` does; any other name (zoo name, hub id, plain folder) as a causal LM."""
+    """A folder with a card as `load_folder` does; any other name (zoo name, hub id, plain folder) as a
+    causal or seq2seq LM, whichever its config is (anything else is refused in one sentence)."""
     if (Path(name) / CARD_NAME).is_file():
         return load_folder(name, device, dtype)
-    tokenizer = zoo.load_tokenizer(name)
-    model = AutoModelForCausalLM.from_pretrained(zoo.resolve(name), dtype=torch.float32)
-    return Runnable(ready(model, resolve_device(device), dtype), tokenizer)
+    encoder_decoder = bool(zoo.load_config(name).is_encoder_decoder)
+    auto = "AutoModelForSeq2SeqLM" if encoder_decoder else "AutoModelForCausalLM"
+    zoo.check_architecture(name, auto)
+    import transformers
+
+    model = vars(transformers)[auto].from_pretrained(zoo.resolve(name), dtype=torch.float32)
+    return Runnable(ready(model, resolve_device(device), dtype), zoo.load_tokenizer(name), encoder_decoder=encoder_decoder)

@@ -305,7 +305,8 @@ class FineTuneModule(L.LightningModule):
             task=self.specs.get("task"), method=self.specs.get("method"),
             label_names=self.task.label_names or None, verbalizer=self.task.verbalizer_words(),
             input_format=self.input_format.to_dict() if self.input_format is not None else None,
-            dataset=self.dataset_name, metrics=dict(self.final_metrics if metrics is None else metrics),
+            dataset=self.dataset_name, quantization=self.quantization,
+            metrics=dict(self.final_metrics if metrics is None else metrics),
         )
 
     def export(self, output_dir: str | Path, metrics: dict[str, float] | None = None) -> Path:
