@@ -190,13 +190,13 @@ def test_setup_errors(data_cache, tokenizer, tmp_path, qa_file):
     blank = write_jsonl(tmp_path / "blank.jsonl", [{"prompt": "p", "response": " "}] * 3)
     with pytest.raises(DataConfigError, match="no usable examples"):
         SFTData(blank, tokenizer=tokenizer).setup()
-    small = write_jsonl(tmp_path / "small.jsonl", [{"text": "t", "label": "a"}] * 4)
+    small = write_jsonl(tmp_path / "small.jsonl", [{"text": "t", "label": "ab"[i % 2]} for i in range(4)])
     with pytest.raises(DataConfigError, match="val_size=0.1 leaves the val split empty"):
         ClassificationData(small, tokenizer=tokenizer, test_size=0).setup()
     with pytest.raises(DataConfigError, match="leave nothing to train on"):
         ClassificationData(small, tokenizer=tokenizer, val_size=2, test_size=2).setup()
     with pytest.raises(DataConfigError, match="uses the field 'missing'"):
-        ClassificationData(small, tokenizer=tokenizer, val_size=0, test_size=0, template="{missing}").setup()
+        ClassificationData(small, tokenizer=tokenizer, val_size=0, test_size=0, template="{text} {missing}").setup()
 
 
 def test_a_long_text_is_cut_inside_the_text_keeping_the_template_cue(tmp_path):

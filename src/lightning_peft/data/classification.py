@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from string import Formatter
 from typing import Any, Optional, Sequence, Union
 
 from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
@@ -51,7 +52,12 @@ class ClassificationData(TokenizedDataModule):
         super().__init__(dataset, tokenizer, **shared)
         if not isinstance(max_length, int) or max_length < 1:
             raise DataConfigError(f"max_length must be a positive integer, got {max_length!r}.")
+        _check_template(template)
         if label_names is not None:
+            booleans = [name for name in label_names if isinstance(name, bool)]
+            if booleans:
+                raise DataConfigError(f"label_names holds the boolean(s) {booleans}: YAML reads unquoted yes/no/on/off/"
+                                      "true/false as booleans; quote the label words (e.g. ['yes', 'no']).")
             label_names = [str(name) for name in label_names]
             if len(label_names) < 2 or len(set(label_names)) != len(label_names):
                 raise DataConfigError(f"label_names must list at least two distinct classes, got {label_names}.")
@@ -82,6 +88,11 @@ class ClassificationData(TokenizedDataModule):
                 loaded = self.read_data()
                 names = loaded.class_names.get(self.label_column)
                 self._label_names = list(names) if names else sorted(self._check(loaded.records)[1])
+                if len(self._label_names) < 2:  # torchmetrics would fail late on num_classes=1
+                    raise DataConfigError(
+                        f"Dataset {self.dataset!r} has only one class, {self._label_names}, in label_column "
+                        f"{self.label_column!r}; classification needs at least two, so check label_column or add "
+                        "examples of the other classes.")
         return list(self._label_names)
 
     def _check(self, records: list[Record]) -> tuple[list[Record], set[str]]:
@@ -89,7 +100,19 @@ class ClassificationData(TokenizedDataModule):
             raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
         require_columns(records, [self.text_column], self.dataset, "text_column")
         require_columns(records, [self.label_column], self.dataset, "label_column")
-        kept = [r for r in records if str(r.get(self.text_column) or "").strip() and r.get(self.label_column) is not None]
+        kept, unlabeled = [], []  # unlabeled: 1-based numbers of kept examples whose label is empty ('' in a CSV)
+        for number, record in enumerate(records, start=1):
+            if str(record.get(self.text_column) or "").strip() and record.get(self.label_column) is not None:
+                kept.append(record)
+                if not str(record[self.label_column]).strip():
+                    unlabeled.append(number)
+        if not kept:
+            raise DataConfigError(f"Dataset {self.dataset!r} has no usable examples: every record's {self.text_column!r} "
+                                  f"or {self.label_column!r} is empty; check the file and text_column/label_column.")
+        if unlabeled:
+            raise DataConfigError(
+                f"Dataset {self.dataset!r} has {len(unlabeled)} example(s) with an empty label (the first is example "
+                f"{unlabeled[0]}); fill in column {self.label_column!r} or remove those rows.")
         return kept, {str(r[self.label_column]) for r in kept}
 
     def prepare_records(self, records: list[Record]) -> list[Record]:
@@ -118,3 +141,18 @@ class ClassificationData(TokenizedDataModule):
         index = {name: k for k, name in enumerate(self.label_names)}
         labels = torch.tensor([index[str(r[self.label_column])] for r in records], dtype=torch.long)
         return {**flatten(ids, "input_ids"), "label": labels}
+
+
+def _check_template(template: str) -> None:
+    """A template must be a valid format string with a `{text}` slot, else every input would be the same text
+    (the same check as `fewshot.template_fields`, for every classification data module)."""
+    if not isinstance(template, str):
+        raise DataConfigError(f"template must be a string with a {{text}} slot, got {template!r}.")
+    try:
+        fields = {name.split(".")[0].split("[")[0] for _, name, _, _ in Formatter().parse(template) if name}
+    except ValueError as error:
+        raise DataConfigError(f"template {template!r} is not a valid format string ({error}); write literal braces "
+                              "as {{ and }}.") from None
+    if "text" not in fields:
+        raise DataConfigError(f"template {template!r} has no {{text}} slot, so every input would be the same text; "
+                              "put {text} where the input goes (e.g. 'Question: {text}\\nAnswer:').")

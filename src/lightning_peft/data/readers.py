@@ -9,7 +9,7 @@ so a bad file still fails in one `DataConfigError` sentence:
   gives no records (the data modules then say the dataset is empty);
 - JSON whose examples are not objects (`["a", "b"]`, a line `3`) is refused, although `datasets`
   would turn a list of strings into a `text` column;
-- a JSONL line that is not JSON is named by its line number;
+- a JSONL line that is not JSON is named by its line number, and so is a line that is not UTF-8;
 - a `.json` file holding one object with one list of objects (`{"data": [...]}`) reads that list.
 
 CSV cells are read as text, exactly as written (`007` stays `007`, an empty cell is `""`), since a
@@ -77,6 +77,31 @@ def _has_no_examples(path: Path, builder: str) -> bool:
             rows = csv.reader(handle)
             return next(rows, None) is None or next(rows, None) is None  # no header, or a header only
     return _first_chars(path) in ("", "[]")  # blank, or a JSON list that closes at once
+
+
+def _not_utf8(path: Path) -> Optional[DataConfigError]:
+    """Where a text file stops being UTF-8, as our sentence; None when it is UTF-8 throughout.
+
+    Used only after reading failed, so a good file is not read an extra time.
+    """
+    import codecs
+
+    decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                # the decoder may hold up to 3 bytes of the previous chunk; count lines in this chunk up to the error
+                bad = max(err.start - (len(err.object) - len(chunk)), 0)
+                line += chunk[:bad].count(b"\n")
+                return DataConfigError(
+                    f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} on line {line}); re-save it as UTF-8 "
+                    "(e.g. `iconv -f latin1 -t utf-8`).")
+            if not chunk:
+                return None
+            line += chunk.count(b"\n")
 
 
 def _reason(err: BaseException) -> str:
@@ -164,21 +189,27 @@ def load_file(path: Path) -> "Dataset":
     builder = check_extension(path)
     if not path.is_file():
         raise DataConfigError(f"Data file {path} does not exist; check the path.")
-    if _has_no_examples(path, builder):
+    try:
+        empty = _has_no_examples(path, builder)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) or DataConfigError(f"{path} is not UTF-8 text; re-save it as UTF-8.") from None
+    if empty:
         return Dataset.from_list([])
     if path.suffix.lower() == ".json" and _first_chars(path) not in ("[{", "[]") and _first_chars(path, 1) == "[":
         raise _not_objects(path)  # a list of strings or numbers, which datasets would read as a `text` column
     options: dict[str, Any] = {}
-    if builder == "csv":
-        options = {"features": _csv_features(path), "keep_default_na": False, "na_filter": False}
     try:
+        if builder == "csv":
+            options = {"features": _csv_features(path), "keep_default_na": False, "na_filter": False}
         with _quiet_datasets():
             dataset = load_dataset(builder, data_files=str(path), split="train", **options)
             field = _wrapped_field(path, dataset)
             if field is not None:
                 dataset = load_dataset(builder, data_files=str(path), split="train", field=field)
     except Exception as err:  # datasets, pyarrow and pandas each raise their own classes for a malformed file
-        diagnosis = _diagnose_json(path) if builder == "json" else None
+        diagnosis = _not_utf8(path) if builder != "parquet" else None
+        if diagnosis is None and builder == "json":
+            diagnosis = _diagnose_json(path)
         if diagnosis is not None:
             raise diagnosis from None
         raise DataConfigError(f"Cannot read {path} with datasets.load_dataset({builder!r}) ({_reason(err)}); "
@@ -195,7 +226,10 @@ def file_records(dataset: "Dataset", path: Path) -> list[Record]:
     """
     from lightning_peft.data.hf import records_of
 
-    records = records_of(dataset)
+    try:
+        records = records_of(dataset)
+    except UnicodeDecodeError:  # datasets' JSON reader keeps bytes that are not UTF-8; they fail only here
+        raise _not_utf8(path) or DataConfigError(f"{path} is not UTF-8 text; re-save it as UTF-8.") from None
     if check_extension(path) == "json":
         records = [{key: value for key, value in record.items() if value is not None} for record in records]
     return records
