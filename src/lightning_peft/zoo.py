@@ -214,17 +214,49 @@ def _accepts(auto_class_name: str, model_type: str) -> bool:
     return model_type in CONFIG_MAPPING and CONFIG_MAPPING[model_type] in auto._model_mapping
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.msgpack", "*.h5", "*.gguf", "*.safetensors.index.json",
+                "*.bin.index.json")
+
+
+def _check_model_folder(name: str) -> None:
+    """Refuse a local backbone that is a file, or a folder without config.json, before anything reads it."""
+    path = Path(name).expanduser()
+    if name in ZOO or not path.exists():
+        return
+    if not path.is_dir():
+        raise ModelNotFoundError(f"Model {name!r} is a file, not a model folder; point at the folder that holds its "
+                                 "config.json and weights, or use a zoo name.")
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"Model folder {name} has no config.json, so it is not a transformers model folder; point at the folder "
+            "`save_pretrained` (or `lightning-peft merge`) wrote, or use a zoo name.")
+
+
+def _check_weights(name: str) -> None:
+    """Refuse a local model folder without weights before anything loads (transformers would fail late, in its own words)."""
+    folder = Path(name).expanduser()
+    if name in ZOO or not folder.is_dir():
+        return
+    if not any(next(folder.glob(pattern), None) is not None for pattern in WEIGHT_FILES):
+        raise ModelNotFoundError(
+            f"Model folder {name} has no weights (no *.safetensors or pytorch_model*.bin file); copy the weights in "
+            "beside its config.json, or point at the folder `save_pretrained` wrote.")
+
+
 def check_architecture(name: str, auto_class_name: str) -> None:
-    """Fail with one sentence when the backbone `name` has no `auto_class_name` model in transformers.
+    """Fail with one sentence when the backbone `name` has no `auto_class_name` model in transformers
+    (or, for a local backbone, when it is a file or a folder without config.json or weights).
 
     Without this, `from_pretrained` raises a ValueError listing every config class the auto class
     accepts (about 200). Zoo entries are checked and suggested from their declared `model_type`, so
     none is built (or dequantized) to check it; any other backbone is read with `load_config` (its
     config only).
     """
+    _check_model_folder(name)
     entry = ZOO.get(name)
     model_type = entry.model_type if entry is not None and entry.model_type else load_config(name).model_type
     if _accepts(auto_class_name, model_type):
+        _check_weights(name)
         return
     fitting = [zoo_name for zoo_name, entry in ZOO.items()
                if entry.model_type is not None and _accepts(auto_class_name, entry.model_type)]
