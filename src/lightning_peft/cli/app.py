@@ -10,14 +10,18 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import shutil
 import sys
 from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
+import torch
 from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -26,6 +30,7 @@ from .. import quantization as quant
 from ..callbacks import CpuAllocatorCache, EpochRichProgressBar, LastCheckpoint, RunSummary
 from ..callbacks.dual_lr import ScheduleConfigError
 from ..callbacks.probe_contract import ProbeContractError
+from ..callbacks.run_summary import run_dir
 from ..callbacks.throughput import ThroughputConfigError
 from ..card import CardError
 from ..checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError, read_checkpoint
@@ -41,14 +46,20 @@ from .evaluate import evaluate_command
 from .export import export_command, merge_command
 from .generate import chat_command, generate_command
 from .predict import predict_command
+from .refuse import refuse
 from .run_config import RunConfig
 from .launch_env import LaunchEnvironmentError, check_launch_environment
+
+
+class RunConfigError(ValueError):
+    """A setting of the run's config that cannot work (checked before anything is built): one sentence, what and how to fix."""
+
 
 # Errors whose message is one sentence for the user (what is wrong, how to fix it): printed as
 # `error: <message>` with exit status 2 instead of a traceback. LIGHTNING_PEFT_DEBUG=1 shows the traceback.
 USER_ERRORS = (CardError, CheckpointError, DataConfigError, GenerationError, LaunchEnvironmentError, MethodConfigError,
                ModelNotFoundError, ProbeContractError, quant.QuantizationError, ScheduleConfigError, TaskConfigError,
-               ThroughputConfigError)
+               ThroughputConfigError, RunConfigError)
 
 EXTRA_COMMANDS = ("Also: `lightning-peft predict`, `generate`, `chat`, `export`, `merge`, `evaluate`, `models`, `datasets` "
                   "(each with --help).")
@@ -76,7 +87,7 @@ class LightningPeftCLI(LightningCLI):
         )
 
     def _resolve_last(self, config) -> None:
-        """`--ckpt_path last`: the newest last*.ckpt of any earlier run under the run's root folders.
+        """`--ckpt_path last`: the newest last*.ckpt of the earlier runs under the run's root folders.
 
         Lightning looks for it only in the new run's own (empty) version folder, so a resume with
         `last` would silently start from scratch.
@@ -86,7 +97,9 @@ class LightningPeftCLI(LightningCLI):
         for entry in logger if isinstance(logger, list) else [logger]:
             if isinstance(entry, dict | Namespace) and entry.get("init_args") and entry["init_args"].get("save_dir"):
                 roots.add(entry["init_args"]["save_dir"])
-        found = [p for root in roots if Path(root).is_dir() for p in Path(root).rglob("checkpoints/last*.ckpt")]
+        # Lightning's layout only: <root>/<logger name>/<version>/checkpoints, or <root>/checkpoints without a logger
+        patterns = ("*/*/checkpoints/last*.ckpt", "checkpoints/last*.ckpt")
+        found = [p for root in roots if Path(root).is_dir() for pattern in patterns for p in Path(root).glob(pattern)]
         if not found:
             print(f"No last.ckpt under {', '.join(sorted(map(str, roots)))}: starting from scratch.", file=sys.stderr)
             config["ckpt_path"] = None
@@ -121,6 +134,22 @@ class LightningPeftCLI(LightningCLI):
         kind = config.get("model.init_args.quantization") if config.get("model.init_args") else None
         quant.check_strategy(kind, config.get("trainer.strategy", "auto"))
         quant.check_available(kind)
+        _check_trainer(config.get("trainer") or Namespace())
+        _check_boolean_keys(config)
+        if self.subcommand == "fit" and config.get("model.init_args"):
+            _check_optimizer(config.get("model.init_args.optimizer"))
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # A run refused once it started (bad data, a Lightning check at fit start) leaves no run folder
+        # (config.yaml, hparams.yaml) behind: the folder it created itself is removed, unless it holds a checkpoint.
+        created = _first_missing(run_dir(self.trainer)) if self.trainer.is_global_zero else None
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as error:
+            if created is not None and created.is_dir() and _one_sentence(error) is not None \
+                    and not any(created.rglob("*.ckpt")):
+                shutil.rmtree(created, ignore_errors=True)
+            raise
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -158,6 +187,77 @@ class LightningPeftCLI(LightningCLI):
             log_adapter_artifact(self.trainer, self.model)
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what a run will create), or None."""
+    missing = None
+    for path in [folder, *folder.parents]:
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
+def _check_trainer(trainer: Namespace) -> None:
+    """Trainer settings Lightning refuses late (a ZeroDivisionError, a folder error) or in its own terms."""
+    max_steps, max_epochs = trainer.get("max_steps"), trainer.get("max_epochs")
+    if isinstance(max_steps, int) and max_steps < -1:
+        raise RunConfigError(f"trainer.max_steps must be a positive number of optimizer steps or -1 (no limit), "
+                             f"got {max_steps}; fix it.")
+    if isinstance(max_epochs, int) and max_epochs < -1:
+        raise RunConfigError(f"trainer.max_epochs must be a positive number of epochs or -1 (no limit), "
+                             f"got {max_epochs}; fix it.")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if isinstance(accumulate, int) and accumulate < 1:
+        raise RunConfigError(f"trainer.accumulate_grad_batches must be a positive integer (1: a step every batch), "
+                             f"got {accumulate}; fix it.")
+    clip = trainer.get("gradient_clip_val")
+    if isinstance(clip, int | float) and clip < 0:
+        raise RunConfigError(f"trainer.gradient_clip_val must be >= 0 (0 or null: no clipping), got {clip}; fix it.")
+    accelerator = trainer.get("accelerator")
+    if (accelerator == "cuda" and not torch.cuda.is_available()) or (
+            accelerator == "gpu" and not torch.cuda.is_available() and not torch.backends.mps.is_available()):
+        raise RunConfigError(f"trainer.accelerator {accelerator!r} needs a CUDA GPU, but torch finds none on this "
+                             "machine; use accelerator 'cpu' (or 'auto', which takes a GPU where there is one).")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise RunConfigError("trainer.accelerator 'mps' needs Apple's MPS backend, which this machine lacks; "
+                             "use accelerator 'cpu' or 'auto'.")
+    root = trainer.get("default_root_dir")
+    if isinstance(root, str | os.PathLike):
+        blocking = next((p for p in [Path(root), *Path(root).parents] if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            where = "is a file" if blocking == Path(root) else f"lies under {blocking}, which is a file"
+            raise RunConfigError(f"trainer.default_root_dir {root} {where}; point it at a folder "
+                                 "(a new one is created).")
+
+
+def _check_boolean_keys(value, where: str = "") -> None:
+    """A mapping key YAML read as a boolean (unquoted yes/no/on/off) is never meant: say to quote it."""
+    items = value.items() if isinstance(value, Namespace | dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, bool):
+            raise RunConfigError(f"{where or 'the config'} has the key {key} where YAML read an unquoted yes/no/on/off/"
+                                 f"true/false as a boolean; quote it (e.g. 'yes': ...).")
+        _check_boolean_keys(item, f"{where}.{key}" if where else str(key))
+
+
+def _check_optimizer(optimizer: Namespace | None) -> None:
+    """Build the optimizer once on a stand-in parameter, so torch's checks of its arguments (a negative lr,
+    betas outside [0, 1)) are one sentence before any weights load, not a traceback at configure_optimizers."""
+    if not isinstance(optimizer, Namespace) or not isinstance(optimizer.get("class_path"), str):
+        return
+    module_name, _, name = optimizer["class_path"].rpartition(".")
+    optimizer_class = vars(importlib.import_module(module_name)).get(name) if module_name else None
+    if not isinstance(optimizer_class, type):
+        return
+    init_args = optimizer.get("init_args")
+    kwargs = init_args.as_dict() if isinstance(init_args, Namespace) else {}
+    try:
+        optimizer_class([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except ValueError as error:
+        raise RunConfigError(f"model.optimizer {name} refuses its arguments ({error}); fix it in "
+                             "model.init_args.optimizer.init_args (or --model.optimizer.<argument> VALUE).") from None
+
+
 COMMANDS = {"models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command,
             "evaluate": evaluate_command, "predict": predict_command, "generate": generate_command, "chat": chat_command}
 
@@ -179,9 +279,39 @@ def _condense(message: str) -> str:
         where = f" under {key.group(1)}" if key else ""
         return (f"unknown option {unknown.group(1)!r}{where}; check its spelling against "
                 "`lightning-peft fit --help` (or --model.help / --data.help <class_path>).")
+    boolean = re.search(r"Expected a <class 'str'>\.\s*Got value: (True|False)", message)
+    if boolean:
+        keys = re.findall(r'Parser key "([^"]+)"', message)
+        return (f"{keys[-1] if keys else 'an option'} got the boolean {boolean.group(1)} where text is expected: YAML "
+                "reads unquoted yes/no/on/off/true/false as booleans; quote them (e.g. ['yes', 'no']).")
+    structure = re.search(r"Parser key \"([^\"]+)\":\s*Expected a <class 'str'>\.\s*Got value: ([{\[].*)", message)
+    if structure:
+        key, value = structure.group(1), structure.group(2).strip()[:80]
+        return (f"{key} was read as YAML structure ({value}) where text is expected: a ': ' or brackets in the value "
+                f"make YAML see a mapping or list; set it in a --config file in quotes ({key}: \"Question: {{text}}\").")
     noise = ("Given value", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>")
     lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(noise)]
     return " ".join(lines)
+
+
+def _raised_by_lightning(error: BaseException) -> bool:
+    """Whether `error` was raised in Lightning's own code (its checks of trainer arguments are one-line sentences)."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback is not None and Path(traceback.tb_frame.f_code.co_filename).is_relative_to(Path(L.__file__).parent)
+
+
+def _one_sentence(error: BaseException) -> str | None:
+    """The one sentence to print for a user error (ours, a parse error, or Lightning's check of its arguments)."""
+    ours = _user_error(error)
+    if ours is not None:
+        return str(ours)
+    if isinstance(error, ArgumentError):
+        return _condense(str(error))
+    if isinstance(error, MisconfigurationException | ValueError) and _raised_by_lightning(error):
+        return " ".join(str(error).split())
+    return None
 
 
 def _check_yaml(argv: list[str]) -> None:
@@ -236,16 +366,21 @@ def _refuse_top_level_optimizer(argv: list[str]) -> None:
         option = arg.split("=", 1)[0]
         if option in ("--optimizer", "--lr_scheduler") or option.startswith(("--optimizer.", "--lr_scheduler.")):
             name = option[2:].split(".")[0]
-            raise SystemExit(f"error: {option} is not an option here: the module builds the optimizer with one parameter "
-                             f"group per method group; use --model.{name} (e.g. --model.optimizer torch.optim.AdamW "
-                             "--model.optimizer.lr 0.001).")
+            refuse(f"{option} is not an option here: the module builds the optimizer with one parameter group per "
+                   f"method group; use --model.{name} (e.g. --model.optimizer torch.optim.AdamW --model.optimizer.lr 0.001).")
 
 
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv and argv[0] in COMMANDS:
-            COMMANDS[argv[0]](argv[1:])
+            try:
+                COMMANDS[argv[0]](argv[1:])
+            except SystemExit as exit_:
+                # predict, generate and chat still end with SystemExit("error: ..."), which exits with status 1
+                if isinstance(exit_.code, str) and exit_.code.startswith("error: "):
+                    refuse(exit_.code[len("error: "):])
+                raise
             return
         _check_yaml(argv)
         _refuse_top_level_optimizer(argv)
@@ -264,12 +399,8 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,  # --model.optimizer / --model.lr_scheduler: per-group, see FineTuneModule
             args=None if args is None else argv,
         )
-    except (ArgumentError, ValueError) as error:
-        if os.environ.get("LIGHTNING_PEFT_DEBUG"):
+    except (ArgumentError, ValueError, MisconfigurationException) as error:
+        message = _one_sentence(error)
+        if os.environ.get("LIGHTNING_PEFT_DEBUG") or message is None:
             raise
-        ours = _user_error(error)
-        if ours is None and not isinstance(error, ArgumentError):
-            raise
-        message = str(ours) if ours is not None else _condense(str(error))
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        refuse(message)

@@ -27,6 +27,7 @@ from ..evaluation import probes as P
 from ..evaluation.conjugate import conjugate_report, get_transform, icl_accuracy, icl_suite
 from ..evaluation.plots import plot_comparison
 from ..evaluation.robustness import instruction_robustness
+from .refuse import refuse
 from .tables import print_table
 
 ROBUSTNESS_TASK = P.ProbeTask("sentiment_movies", "Review: {text}\nSentiment:", num_examples=64)
@@ -100,7 +101,7 @@ def _load(args) -> Loaded:
     from ..callbacks.probe_contract import probe_base
 
     if (args.ckpt_path is None) == (args.adapter is None):
-        raise SystemExit("error: give either --ckpt_path or --adapter.")
+        refuse("give either --ckpt_path or --adapter.")
 
     def load_base(name: str) -> nn.Module:
         return AutoModelForCausalLM.from_pretrained(zoo.resolve(name), dtype=torch.float32)
@@ -109,14 +110,14 @@ def _load(args) -> Loaded:
         from ..methods.soft_prompt_io import CONFIG_NAME, exported_method
 
         if not Path(args.adapter).is_dir():
-            raise SystemExit(f"error: --adapter {args.adapter} is not a folder; pass one written by `lightning-peft export`.")
+            refuse(f"--adapter {args.adapter} is not a folder; pass one written by `lightning-peft export`.")
         if args.backbone is None:  # our exports name their base in lightning_peft.json
             from ..card import CardError, RunCard
 
             try:
                 args.backbone = RunCard.read(args.adapter).backbone
             except CardError as error:
-                raise SystemExit(f"error: {error} (or pass --backbone naming its base model)") from None
+                refuse(f"{error} (or pass --backbone naming its base model)")
         tokenizer = zoo.load_tokenizer(args.backbone)
         if (Path(args.adapter) / CONFIG_NAME).is_file():  # ours (DePT, EPT, IAPT): the export names its method
             method = exported_method(args.adapter)

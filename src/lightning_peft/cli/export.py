@@ -7,6 +7,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 from .rebuild import module_from_checkpoint
+from .refuse import refuse
 
 
 def _parser(prog: str, what: str) -> ArgumentParser:
@@ -19,8 +20,12 @@ def _parser(prog: str, what: str) -> ArgumentParser:
 def _check_output(output_dir: str) -> None:
     """Refuse a folder that holds files before loading anything, so nothing is overwritten."""
     target = Path(output_dir)
+    blocking = next((p for p in [target, *target.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "is a file" if blocking == target else f"lies under {blocking}, which is a file"
+        refuse(f"--output_dir {output_dir} {where}; choose a new folder.")
     if target.exists() and any(target.iterdir()):
-        raise SystemExit(f"error: --output_dir {output_dir} is not empty; choose a new folder so nothing is overwritten.")
+        refuse(f"--output_dir {output_dir} is not empty; choose a new folder so nothing is overwritten.")
 
 
 def export_command(argv: list[str]) -> None:

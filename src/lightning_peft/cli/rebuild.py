@@ -12,6 +12,7 @@ from pathlib import Path
 from ..checkpoint import HPARAMS_KEY, CheckpointError, read_checkpoint, saved_module_class
 from ..methods import Capabilities, MethodBase
 from ..modules import FineTuneModule
+from .refuse import refuse
 
 # What each capability lets a command do, for the refusal sentence.
 _NEEDED_FOR = {"export": ("export an adapter", "it has no separate adapter; use `lightning-peft merge` to save the "
@@ -43,10 +44,11 @@ def module_from_checkpoint(ckpt_path: str, require: str | None = None) -> FineTu
         require: "export" or "merge": refuse, before any weights load, a checkpoint whose method
             declares it cannot do that (`Method.capabilities`).
 
-    Raises `SystemExit` with one `error: ...` sentence for a missing, unreadable or unsuitable checkpoint.
+    Exits (`refuse`: status 2) with one `error: ...` sentence for a missing, unreadable or unsuitable checkpoint.
     """
     if not Path(ckpt_path).is_file():
-        raise SystemExit(f"error: --ckpt_path {ckpt_path} does not exist.")
+        what = "is a folder" if Path(ckpt_path).is_dir() else "does not exist"
+        refuse(f"--ckpt_path {ckpt_path} {what}; point it at a .ckpt file written by `lightning-peft fit`.")
     try:
         ckpt = read_checkpoint(ckpt_path)
         module_class = saved_module_class(ckpt, FineTuneModule)
@@ -59,4 +61,4 @@ def module_from_checkpoint(ckpt_path: str, require: str | None = None) -> FineTu
             warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
             return module_class.load_from_checkpoint(ckpt_path, map_location="cpu", strict=False, weights_only=True)
     except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
+        refuse(str(error))
