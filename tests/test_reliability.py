@@ -192,6 +192,8 @@ CASES: list[Case] = [
     # --- models ----------------------------------------------------------------------------
     fit("--model.init_args.backbone", "no-such/model-xyz", words=("no-such/model-xyz",), id="backbone-unknown"),
     fit("--model.init_args.backbone", "tiny-t5", words=("t5",), id="backbone-wrong-architecture"),
+    fit("--model.init_args.backbone", "tiny-gpt2", "--data.init_args.max_length", "1000", words=("1000", "512", "max_length"),
+        id="max-length-past-learned-positions"),
     fit("--model.init_args.backbone", "in/empty_model", words=("empty_model", "config.json"), files={"in/empty_model": _mkdir},
         id="backbone-empty-folder"),
     fit("--model.init_args.backbone", "in/no_weights", words=("no_weights", "no weights"),

@@ -27,6 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import quantization as quant
+from .. import zoo
 from ..callbacks import CpuAllocatorCache, EpochRichProgressBar, LastCheckpoint, RunSummary
 from ..callbacks.dual_lr import ScheduleConfigError
 from ..callbacks.probe_contract import ProbeContractError
@@ -142,6 +143,8 @@ class LightningPeftCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         # A run refused once it started (bad data, a Lightning check at fit start) leaves no run folder
         # (config.yaml, hparams.yaml) behind: the folder it created itself is removed, unless it holds a checkpoint.
+        if isinstance(self.model, FineTuneModule) and isinstance(self.datamodule, DataFacts):
+            _check_positions(self.model.backbone, self.datamodule.input_length_limit)
         created = _first_missing(run_dir(self.trainer)) if self.trainer.is_global_zero else None
         try:
             super()._run_subcommand(subcommand)
@@ -228,6 +231,18 @@ def _check_trainer(trainer: Namespace) -> None:
             where = "is a file" if blocking == Path(root) else f"lies under {blocking}, which is a file"
             raise RunConfigError(f"trainer.default_root_dir {root} {where}; point it at a folder "
                                  "(a new one is created).")
+
+
+def _check_positions(backbone: str, longest: int | None) -> None:
+    """Refuse data longer than a learned position table (GPT-2, BERT): torch.embedding would fail at the first long batch."""
+    if longest is None:
+        return
+    config = zoo.load_config(backbone).to_dict()  # the config only; rotary (Llama) and relative (T5) positions have no table
+    learned = "n_positions" in config or config.get("position_embedding_type") == "absolute"
+    positions = config.get("n_positions") or config.get("max_position_embeddings")
+    if learned and isinstance(positions, int) and longest > positions:
+        raise RunConfigError(f"The data allows inputs of {longest} tokens (its max_length), but backbone {backbone!r} has "
+                             f"learned positions for {positions} only; set data.init_args.max_length <= {positions}.")
 
 
 def _check_boolean_keys(value, where: str = "") -> None:
