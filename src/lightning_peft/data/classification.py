@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from string import Formatter
 from typing import Any, Optional, Sequence, Union
 
 from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
 from lightning_peft.data.errors import DataConfigError
-from lightning_peft.data.formats import InputFormat
+from lightning_peft.data.formats import InputFormat, check_text_slot
 from lightning_peft.data.tokenized import Store, flatten
 
 
@@ -52,7 +51,7 @@ class ClassificationData(TokenizedDataModule):
         super().__init__(dataset, tokenizer, **shared)
         if not isinstance(max_length, int) or max_length < 1:
             raise DataConfigError(f"max_length must be a positive integer, got {max_length!r}.")
-        _check_template(template)
+        check_text_slot(template)
         if label_names is not None:
             booleans = [name for name in label_names if isinstance(name, bool)]
             if booleans:
@@ -141,18 +140,3 @@ class ClassificationData(TokenizedDataModule):
         index = {name: k for k, name in enumerate(self.label_names)}
         labels = torch.tensor([index[str(r[self.label_column])] for r in records], dtype=torch.long)
         return {**flatten(ids, "input_ids"), "label": labels}
-
-
-def _check_template(template: str) -> None:
-    """A template must be a valid format string with a `{text}` slot, else every input would be the same text
-    (the same check as `fewshot.template_fields`, for every classification data module)."""
-    if not isinstance(template, str):
-        raise DataConfigError(f"template must be a string with a {{text}} slot, got {template!r}.")
-    try:
-        fields = {name.split(".")[0].split("[")[0] for _, name, _, _ in Formatter().parse(template) if name}
-    except ValueError as error:
-        raise DataConfigError(f"template {template!r} is not a valid format string ({error}); write literal braces "
-                              "as {{ and }}.") from None
-    if "text" not in fields:
-        raise DataConfigError(f"template {template!r} has no {{text}} slot, so every input would be the same text; "
-                              "put {text} where the input goes (e.g. 'Question: {text}\\nAnswer:').")

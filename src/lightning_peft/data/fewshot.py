@@ -12,7 +12,6 @@ different shot seeds are scored on the same examples.
 from __future__ import annotations
 
 import random
-import string
 from typing import Any, Optional, Union
 
 import torch
@@ -25,14 +24,6 @@ from lightning_peft.data.sampler import LengthBucketBatchSampler
 from lightning_peft.data.tokenized import TokenizedDataset
 
 UNLABELLED = "unlabelled"
-
-
-def template_fields(template: str) -> set[str]:
-    """The names a format string fills (`{text}` -> "text"); a malformed template is one `DataConfigError`."""
-    try:
-        return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field}
-    except ValueError as err:
-        raise DataConfigError(f"template {template!r} is not a valid format string ({err}); escape literal braces as {{{{ }}}}.") from None
 
 
 def pick_shots(labels: list[int], label_names: list[str], shots_per_class: int, seed: int) -> tuple[list[int], list[int]]:
@@ -101,8 +92,6 @@ class FewShotClassificationData(ClassificationData):
             raise DataConfigError(f"shots_per_class must be a positive integer (examples per class), got {shots_per_class!r}.")
         if isinstance(shot_seed, bool) or not isinstance(shot_seed, int):
             raise DataConfigError(f"shot_seed must be an integer, got {shot_seed!r}.")
-        if "text" not in template_fields(template):
-            raise DataConfigError(f"template {template!r} has no {{text}} slot; a pattern must place the input with {{text}}.")
         super().__init__(dataset, template=template, **kwargs)
         self.shots_per_class = shots_per_class
         self.shot_seed = shot_seed

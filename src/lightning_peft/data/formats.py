@@ -28,6 +28,27 @@ def fill(template: str, record: Record, argument: str) -> str:
         ) from None
 
 
+def template_fields(template: str) -> set[str]:
+    """The record fields a format string fills (`"{text} {title.upper}"` -> {"text", "title"}).
+
+    A malformed template (an unmatched brace) is one `DataConfigError`.
+    """
+    if not isinstance(template, str):
+        raise DataConfigError(f"template must be a string with a {{text}} slot, got {template!r}.")
+    try:
+        return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as error:
+        raise DataConfigError(f"template {template!r} is not a valid format string ({error}); write literal braces "
+                              "as {{ and }}.") from None
+
+
+def check_text_slot(template: str, argument: str = "template") -> None:
+    """A classification template must place the input with `{text}`, else every input would be the same text."""
+    if "text" not in template_fields(template):
+        raise DataConfigError(f"{argument} {template!r} has no {{text}} slot, so every input would be the same text; "
+                              "put {text} where the input goes (e.g. 'Question: {text}\\nAnswer:').")
+
+
 @dataclass(frozen=True)
 class InputFormat:
     """The input side of a task, as the data module built it for training.
@@ -61,8 +82,8 @@ class InputFormat:
         """The record fields an input needs: the input column, plus the other names the template fills."""
         if self.chat_template:
             return [self.column]
-        named = [name for _, name, _, _ in string.Formatter().parse(self.template) if name]
-        return list(dict.fromkeys([self.column, *(name for name in named if name != self.slot)]))
+        named = sorted(template_fields(self.template) - {self.slot})
+        return list(dict.fromkeys([self.column, *named]))
 
     def missing_column(self, record: Record) -> Optional[str]:
         """One sentence saying which fields `record` lacks for this format, or None when it has them all."""

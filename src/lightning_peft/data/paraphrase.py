@@ -17,7 +17,6 @@ Decisions:
 
 from __future__ import annotations
 
-import string
 from typing import Any, Sequence
 
 import torch
@@ -25,16 +24,10 @@ import torch
 from lightning_peft.data.classification import ClassificationData
 from lightning_peft.data.collate import PadCollator, pad_right
 from lightning_peft.data.errors import DataConfigError
+from lightning_peft.data.formats import template_fields
 from lightning_peft.data.tokenized import Store, TokenizedDataset, flatten
 
 PARAPHRASE_KEYS = ("paraphrase_input_ids", "paraphrase_attention_mask")
-
-
-def _fields(template: str) -> set[str]:
-    try:
-        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as err:
-        raise DataConfigError(f"Template {template!r} is not a valid format string ({err}); write braces as {{{{ }}}}.") from None
 
 
 def check_templates(templates: Sequence[str]) -> list[str]:
@@ -45,7 +38,7 @@ def check_templates(templates: Sequence[str]) -> list[str]:
         )
     templates = [str(t) for t in templates]
     for template in templates:
-        if "text" not in _fields(template):
+        if "text" not in template_fields(template):
             raise DataConfigError(f"Template {template!r} has no {{text}} slot; every phrasing must place the input with {{text}}.")
     if len(set(templates)) != len(templates):
         raise DataConfigError("templates lists the same phrasing twice; give distinct paraphrases.")

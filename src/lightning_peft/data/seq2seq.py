@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from lightning_peft.data.base import Record, TokenizedDataModule
 from lightning_peft.data.errors import DataConfigError
