@@ -22,6 +22,7 @@ from ..atomic import write_file_atomically
 from ..inference import GenerationSettings, generate_texts, prompt_for
 from ..inference.generation import GenerationError, uses_chat_template
 from .sources import add_source_arguments, load_source, read_inputs
+from .refuse import refuse
 
 
 def decoding_arguments(parser: ArgumentParser, max_new_tokens: int) -> None:
@@ -56,13 +57,13 @@ def _generate_parser() -> ArgumentParser:
 
 def _prompts(args) -> list[str]:
     if (args.prompt is None) == (args.prompts_file is None):
-        raise SystemExit("error: give either --prompt \"...\" or --prompts_file FILE.")
+        refuse("give either --prompt \"...\" or --prompts_file FILE.")
     if args.prompt is not None:
         return [args.prompt]
     records = read_inputs(args.prompts_file, "prompt")
     missing = [number for number, record in enumerate(records, start=1) if "prompt" not in record]
     if missing:
-        raise SystemExit(f"error: record {missing[0]} of {args.prompts_file} has no `prompt` field; give each as "
+        refuse(f"record {missing[0]} of {args.prompts_file} has no `prompt` field; give each as "
                          "{\"prompt\": \"...\"} (or use a .txt file, one prompt per line).")
     return [str(record["prompt"]) for record in records]
 

@@ -24,6 +24,7 @@ from ..inference import classify, generate_texts, prompt_for_record
 from ..tasks import Classifies
 from .generate import decoding_arguments, decoding_settings
 from .sources import add_source_arguments, load_source, read_inputs
+from .refuse import refuse
 
 
 def _parser() -> ArgumentParser:
@@ -45,7 +46,7 @@ def predictions(runnable, records: list[dict[str, Any]], args) -> Iterator[dict[
     for number, record in enumerate(records, start=1):
         problem = fmt.missing_column(record)
         if problem is not None:
-            raise SystemExit(f"error: input {number} of {args.input}: {problem}")
+            refuse(f"input {number} of {args.input}: {problem}")
     if isinstance(runnable.task, Classifies):
         for record, predicted in zip(records, classify(runnable, records, args.batch_size)):
             yield {**record, **predicted}
@@ -57,11 +58,11 @@ def predictions(runnable, records: list[dict[str, Any]], args) -> Iterator[dict[
 
 def predict_command(argv: list[str]) -> None:
     if any(arg == "--config" or arg.startswith("--config=") for arg in argv):
-        raise SystemExit("error: predict needs no --config: the checkpoint (or the exported folder) records the model, "
+        refuse("predict needs no --config: the checkpoint (or the exported folder) records the model, "
                          "task and input template; give --ckpt_path C (or --adapter D / --model M) and --input FILE.")
     args = _parser().parse_args(argv)
     if args.batch_size < 1:
-        raise SystemExit(f"error: --batch_size must be a positive integer, got {args.batch_size}.")
+        refuse(f"--batch_size must be a positive integer, got {args.batch_size}.")
     runnable = load_source(args)
     column = runnable.input_format.column if runnable.input_format is not None else "text"
     records = read_inputs(args.input, column)

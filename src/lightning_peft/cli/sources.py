@@ -10,6 +10,7 @@ from ..card import CardError
 from ..inference import Runnable, load_folder, load_model
 from ..inference.loading import ready, resolve_device
 from ..zoo import load_config
+from .refuse import refuse
 
 
 def add_source_arguments(parser: ArgumentParser) -> None:
@@ -28,14 +29,14 @@ def load_source(args) -> Runnable:
     """The model the arguments name, ready to run; one `error:` sentence for a wrong combination or folder."""
     given = [name for name in ("ckpt_path", "adapter", "model") if args.get(name) is not None]
     if len(given) != 1:
-        raise SystemExit("error: give exactly one of --ckpt_path (a fit checkpoint), --adapter (an exported folder) "
-                         "or --model (a merged folder or any model name)" + (f"; got {', '.join('--' + g for g in given)}."
-                                                                           if given else "."))
+        got = f"; got {', '.join('--' + g for g in given)}." if given else "."
+        refuse("give exactly one of --ckpt_path (a fit checkpoint), --adapter (an exported folder) "
+               "or --model (a merged folder or any model name)" + got)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the answers
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise SystemExit(f"error: --dtype {args.dtype!r} is not one of auto, float32, bfloat16, float16.")
+        refuse(f"--dtype {args.dtype!r} is not one of auto, float32, bfloat16, float16.")
     try:
         device = resolve_device(args.device)  # before any weights load
         if args.adapter is not None:
@@ -43,7 +44,7 @@ def load_source(args) -> Runnable:
         if args.model is not None:
             return load_model(args.model, args.device, args.dtype)
     except CardError as error:
-        raise SystemExit(f"error: {error}") from None
+        refuse(str(error))
     from .rebuild import module_from_checkpoint
 
     module = module_from_checkpoint(args.ckpt_path)
@@ -61,10 +62,10 @@ def read_inputs(path: str, column: str = "text") -> list[dict]:
 
     file = Path(path)
     if not file.is_file():
-        raise SystemExit(f"error: --input {path} does not exist.")
+        refuse(f"--input {path} does not exist.")
     if file.suffix.lower() == ".txt":
         return [{column: line} for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     try:
         return read_file(file)
     except DataConfigError as error:
-        raise SystemExit(f"error: {error}") from None
+        refuse(str(error))
