@@ -12,6 +12,17 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+def load_script(name: str, monkeypatch: pytest.MonkeyPatch):
+    """`benchmarks/<name>` as a module, its sibling modules (`arm_process`) importable as when it runs as a script."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{Path(name).stem}", BENCHMARKS / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_script(name: str, args: list[str], timeout: int = 540, **env: str) -> str:
     """Run `benchmarks/<name>` with `args`; return its stdout. On timeout it gets SIGTERM (it kills its running arm)."""
     process = subprocess.Popen([sys.executable, str(BENCHMARKS / name), *args], env={**os.environ, "HF_HUB_OFFLINE": "1", **env},

@@ -5,7 +5,6 @@ Mechanics only (2 prompts, 4 new tokens); no timing is asserted.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,19 +14,14 @@ import pytest
 import torch
 
 from lightning_peft import zoo
-from tests.benchmarks.harness import BENCHMARKS, run_script
+from tests.benchmarks.harness import BENCHMARKS, load_script, run_script
 
 SCRIPT = BENCHMARKS / "generate.py"
 
 
 @pytest.fixture
 def harness(monkeypatch):
-    """benchmarks/generate.py as a module; its sibling `arm_process` importable as when run as a script."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("benchmarks_generate", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("generate.py", monkeypatch)
 
 
 @pytest.fixture(autouse=True)

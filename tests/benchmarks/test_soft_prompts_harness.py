@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.benchmarks.harness import BENCHMARKS, run_script
+from tests.benchmarks.harness import BENCHMARKS, load_script, run_script
 
 SCRIPT = BENCHMARKS / "soft_prompts.py"
 
 
 @pytest.fixture
 def harness(monkeypatch):
-    """benchmarks/soft_prompts.py as a module; its sibling `arm_process` importable as when run as a script."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("soft_prompts", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("soft_prompts.py", monkeypatch)
 
 
 @pytest.mark.timeout(600)
