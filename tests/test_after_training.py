@@ -218,6 +218,16 @@ def test_chat_prompt_carries_the_earlier_turns():
     order = [text.index(part) for part in ("Be brief.", "My name is Ada.", "Hello Ada.", "What is my name?")]
     assert order == sorted(order) and text.endswith("<|im_start|>assistant\n")
 
+    from lightning_peft.inference.generation import chat_prompt
+
+    long_history = [*history, {"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "Noted."}]
+    whole = len(runnable.tokenizer(prompt_for(runnable, "Again?", "Be brief.", long_history))["input_ids"])
+    kept = list(long_history)
+    text = chat_prompt(runnable, "Again?", "Be brief.", kept, max_tokens=whole - 1)
+    assert kept == long_history[2:] and "My name is Ada." not in text and "Be brief." in text  # oldest exchange dropped
+    assert chat_prompt(runnable, "Again?", None, list(long_history), max_tokens=10_000) == prompt_for(
+        runnable, "Again?", None, long_history)
+
 
 def test_bad_inference_input_gets_one_sentence_and_writes_nothing(trained):
     bad = trained["root"] / "bad.jsonl"

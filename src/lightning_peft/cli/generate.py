@@ -20,7 +20,7 @@ from transformers import TextStreamer
 
 from ..atomic import write_file_atomically
 from ..inference import GenerationSettings, generate_texts, prompt_for
-from ..inference.generation import GenerationError, uses_chat_template
+from ..inference.generation import GenerationError, chat_prompt, uses_chat_template
 from .sources import add_source_arguments, load_source, read_inputs
 from .refuse import refuse
 
@@ -123,7 +123,8 @@ def chat_command(argv: list[str]) -> None:
         if not line.strip():
             continue
         print("model> ", end="", flush=True)
-        text = prompt_for(runnable, line, args.system, history)
+        # the conversation so far, without its oldest exchanges once it no longer fits the model with the answer
+        text = chat_prompt(runnable, line, args.system, history, runnable.tokenizer.model_max_length - settings.max_new_tokens)
         (answer,) = generate_texts(runnable, [text], settings, streamer=streamer)
         sys.stdout.flush()
         history += [{"role": "user", "content": line}, {"role": "assistant", "content": answer}]

@@ -92,6 +92,20 @@ def prompt_for(runnable: Runnable, text: str, system: str | None = None,
     return fmt.text({fmt.column: text}) if fmt is not None else text
 
 
+def chat_prompt(runnable: Runnable, text: str, system: str | None, history: list[dict[str, str]],
+                max_tokens: int) -> str:
+    """`prompt_for` with the earlier turns, dropping the oldest exchanges (in place) until it fits in `max_tokens`.
+
+    The system message and the new turn always stay; with no history left the prompt is returned
+    as it is (generation then cuts it like any over-long prompt).
+    """
+    while True:
+        prompt = prompt_for(runnable, text, system, history)
+        if not history or len(runnable.tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= max_tokens:
+            return prompt
+        del history[:2]  # one user turn and its answer
+
+
 def prompt_for_record(runnable: Runnable, record: dict[str, Any]) -> str:
     """The text the model reads for a whole input record, written with the training format (every field
     its template names filled from the record); a record's `text` as it is for a plain model."""
