@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lightning_peft.cli import main
-from lightning_peft.inference import GenerationSettings
+from lightning_peft.inference import GenerationSettings, generate_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -207,6 +207,20 @@ def test_chat_answers_two_turns_in_a_terminal():
         os.close(leader)
     text = seen.decode(errors="replace")
     assert text.count("model> ") == 2 and text.count("you> ") == 3, text[-500:]
+
+
+def test_generate_with_a_plain_seq2seq_model_returns_its_decoder_text(tmp_path):
+    from lightning_peft.inference import load_model
+
+    runnable = load_model("tiny-t5", device="cpu")
+    assert runnable.encoder_decoder and type(runnable.model).__name__ == "T5ForConditionalGeneration"
+    out = tmp_path / "answers.jsonl"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("translate: hello\n")
+    main(["generate", "--model", "tiny-t5", "--prompts_file", str(prompts), "--output", str(out), "--max_new_tokens", "3"])
+    (row,) = _read_jsonl(out)
+    (expected,) = generate_texts(runnable, ["translate: hello"], GenerationSettings(max_new_tokens=3))
+    assert row["generated"] == expected
 
 
 def test_chat_prompt_carries_the_earlier_turns():

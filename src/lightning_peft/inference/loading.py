@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedTokenizerBase
 
 from .. import checkpoint, zoo
 from .. import quantization as quant
@@ -135,9 +135,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> Runnable
     if (Path(name) / CARD_NAME).is_file():
         return load_folder(name, device, dtype)
     encoder_decoder = bool(zoo.load_config(name).is_encoder_decoder)
-    auto = "AutoModelForSeq2SeqLM" if encoder_decoder else "AutoModelForCausalLM"
-    zoo.check_architecture(name, auto)
-    import transformers
-
-    model = vars(transformers)[auto].from_pretrained(zoo.resolve(name), dtype=torch.float32)
+    auto = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
+    zoo.check_architecture(name, auto.__name__)
+    model = auto.from_pretrained(zoo.resolve(name), dtype=torch.float32)
     return Runnable(ready(model, resolve_device(device), dtype), zoo.load_tokenizer(name), encoder_decoder=encoder_decoder)
