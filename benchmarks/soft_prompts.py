@@ -199,6 +199,7 @@ def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) ->
         *fit_command(scaled_recipe(arm, args.lr_scale, root), args.backbone, args.seed, args.steps, root),
         "--test_after_fit", "true",
         "--data.init_args.batch_size", str(args.batch_size),
+        "--trainer.precision", args.precision,
         "--trainer.callbacks+=" + json.dumps({"class_path": "lightning_peft.callbacks.Throughput",
                                               "init_args": {"warmup_steps": WARMUP_STEPS}}),
         "--trainer.callbacks+=" + json.dumps({"class_path": "soft_prompts.ArmReport",
@@ -279,6 +280,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"optimizer steps per arm (the first {WARMUP_STEPS} are not timed)")
     parser.add_argument("--batch_size", type=int, default=16, help="training batch size (the recipes' 16)")
     parser.add_argument("--seed", type=int, default=42, help="seed_everything of every arm")
+    parser.add_argument("--precision", default="32-true",
+                        help="--trainer.precision of every arm (32-true: the precision the recorded tables used)")
     parser.add_argument("--test_examples", type=int, default=None,
                         help="test on this many examples of the recipes' 500-example test split (default: all)")
     parser.add_argument("--pad_to_max_length", action="store_true",

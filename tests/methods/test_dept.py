@@ -190,3 +190,35 @@ def test_dept_trains_under_gradient_checkpointing():
     ids = torch.randint(20, 1000, (2, 6))
     adapted.model(input_ids=ids, labels=ids).loss.backward()
     assert adapted.model.soft_prompt.grad.abs().sum() > 0 and adapted.model.lowrank_b.grad.abs().sum() > 0
+
+
+def _recipe_method(name: str) -> tuple[type, dict]:
+    """The method class and shape arguments of a shipped soft-prompt recipe (init text left out: random init)."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    method = yaml.safe_load((root / "configs" / "soft_prompt" / f"{name}_trec6.yaml").read_text())["model"]["init_args"]["method"]
+    args = {k: v for k, v in method["init_args"].items() if k != "init_text"}
+    return {"DePT": DePT, "EPT": EPT}[method["class_path"].rsplit(".", 1)[1]], args
+
+
+def test_ept_recipe_trains_exactly_as_many_parameters_as_the_dept_recipe_on_smollm2():
+    """The EPT recipe is shaped to DePT's budget (57,600 at SmolLM2's d = 576), so the comparison is at equal size."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = LlamaConfig(hidden_size=576, intermediate_size=64, num_hidden_layers=1, num_attention_heads=9,
+                       num_key_value_heads=3, vocab_size=256)  # d = SmolLM2-135M's; the count depends on nothing else
+    counts = {}
+    for name in ("dept", "ept"):
+        method, args = _recipe_method(name)
+        counts[name] = method(**args).apply(LlamaForCausalLM(base)).num_trainable()
+    assert counts == {"dept": 57_600, "ept": 57_600}
+
+
+def test_ept_without_gate_bias_drops_only_the_bias():
+    with_bias = EPT(num_virtual_tokens=4, rank=2, max_length=12, num_spaces=3).apply(tiny_causal_lm())
+    without = EPT(num_virtual_tokens=4, rank=2, max_length=12, num_spaces=3, gate_bias=False).apply(tiny_causal_lm())
+    assert with_bias.num_trainable() - without.num_trainable() == 3
+    assert "gate.bias" not in without.groups["projection"]

@@ -225,7 +225,7 @@ class EPTModel(DePTModel):
     """DePT's forward with the short prompt replaced by EPT's fused, gated multi-space projection of it."""
 
     def __init__(self, base, prompt, max_length, rank, alpha, pad_to_max_length, num_spaces: int, space_rank: int,
-                 fusion: bool, gate_pooling: str) -> None:
+                 fusion: bool, gate_pooling: str, gate_bias: bool = True) -> None:
         super().__init__(base, prompt, max_length, rank, alpha, pad_to_max_length)
         hidden = prompt.shape[1]
         self.fusion, self.gate_pooling = fusion, gate_pooling
@@ -233,7 +233,7 @@ class EPTModel(DePTModel):
         self.space_up = nn.Parameter(torch.zeros(num_spaces, space_rank, hidden, device=prompt.device))
         for down in self.space_down:
             nn.init.kaiming_uniform_(down, a=math.sqrt(5))
-        self.gate = nn.Linear(hidden, num_spaces, device=prompt.device)
+        self.gate = nn.Linear(hidden, num_spaces, bias=gate_bias, device=prompt.device)
 
     def fused_prompt(self) -> torch.Tensor:
         """P + softmax(P O^T / sqrt(d)) O with O = the offset table's rows (single head, no projections)."""
@@ -273,6 +273,8 @@ class EPT(DePT):
         space_rank: Rank q of each subspace projection.
         fusion: Enrich the prompt from the low-rank offset by attention (False: projection only).
         gate_pooling: How the gate summarises the prompt: "mean" or "max" over its m vectors.
+        gate_bias: Give the gate a bias (N parameters). Without it the trainable count is a multiple of
+            64 at d = 576, so EPT can match DePT's budget exactly (see `parameter_count`).
         **dept: DePT's arguments (num_virtual_tokens, rank, max_length, alpha, init_text, tokenizer,
             pad_to_max_length, modules_to_save), with DePT's defaults.
     """
@@ -283,6 +285,7 @@ class EPT(DePT):
         space_rank: int = 8,
         fusion: bool = True,
         gate_pooling: Literal["mean", "max"] = "mean",
+        gate_bias: bool = True,
         **dept: Any,
     ) -> None:
         super().__init__(**dept)
@@ -291,14 +294,15 @@ class EPT(DePT):
         if gate_pooling not in ("mean", "max"):
             raise MethodConfigError(f"EPT gate_pooling={gate_pooling!r} is unknown; use 'mean' or 'max'.")
         self.num_spaces, self.space_rank, self.fusion, self.gate_pooling = num_spaces, space_rank, fusion, gate_pooling
+        self.gate_bias = gate_bias
 
     def init_args(self) -> dict[str, Any]:
         return {**super().init_args(), "num_spaces": self.num_spaces, "space_rank": self.space_rank,
-                "fusion": self.fusion, "gate_pooling": self.gate_pooling}
+                "fusion": self.fusion, "gate_pooling": self.gate_pooling, "gate_bias": self.gate_bias}
 
     def build(self, model, prompt) -> EPTModel:
         return EPTModel(model, prompt, self.max_length, self.rank, self.alpha, self.pad_to_max_length,
-                        self.num_spaces, self.space_rank, self.fusion, self.gate_pooling)
+                        self.num_spaces, self.space_rank, self.fusion, self.gate_pooling, self.gate_bias)
 
     def groups(self, wrapper: EPTModel) -> dict[str, dict[str, nn.Parameter]]:
         projection = {"space_down": wrapper.space_down, "space_up": wrapper.space_up,
