@@ -30,11 +30,11 @@ from lightning_peft.cli import main
 LABELS = ["alpha", "beta"]
 
 
-def _rows(count: int = 12, labels: list[str] = LABELS) -> list[dict]:
+def rows(count: int = 12, labels: list[str] = LABELS) -> list[dict]:
     return [{"text": f"word {i} " * (1 + i % 3), "label": labels[i % len(labels)]} for i in range(count)]
 
 
-def _base_config(data: str) -> dict:
+def base_config(data: str) -> dict:
     return {
         "seed_everything": 1, "test_before_fit": False, "test_after_fit": False,
         "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "val_check_interval": 1,
@@ -159,19 +159,19 @@ CASES: list[Case] = [
     # YAML 1.1 reads unquoted yes/no as booleans: the sentence says to quote them
     fit("--config", "in/yesno.yaml", data="in/yesno.jsonl", words=("quote",),
         files={"in/yesno.yaml": "data:\n  init_args:\n    label_names: [yes, no]\n",
-               "in/yesno.jsonl": jsonl(_rows(labels=["yes", "no"]))}, id="yaml-yes-no-label-names"),
+               "in/yesno.jsonl": jsonl(rows(labels=["yes", "no"]))}, id="yaml-yes-no-label-names"),
     fit("--config", "in/yesno.yaml", data="in/yesno.jsonl", words=("quote",),
         files={"in/yesno.yaml": "model:\n  init_args:\n    task:\n      init_args:\n        label_words: {yes: ok}\n",
-               "in/yesno.jsonl": jsonl(_rows(labels=["yes", "no"]))}, id="yaml-yes-label-words-key"),
+               "in/yesno.jsonl": jsonl(rows(labels=["yes", "no"]))}, id="yaml-yes-label-words-key"),
     # --- data files ------------------------------------------------------------------------
     fit(data="in/nope.jsonl", words=("nope.jsonl", "file"), id="data-missing"),
     fit(data="in/d.txt", words=("d.txt", "extension"), files={"in/d.txt": "a\n"}, id="data-extension"),
     fit(data="in/d.jsonl", words=("empty",), files={"in/d.jsonl": ""}, id="data-empty-jsonl"),
     fit(data="in/d.jsonl", words=("empty",), files={"in/d.jsonl": "\n\n  \n"}, id="data-blank-lines"),
-    fit(data="in/d.jsonl", words=("Line 3",), files={"in/d.jsonl": jsonl(_rows(2)) + "{oops\n"}, id="data-bad-jsonl-line"),
+    fit(data="in/d.jsonl", words=("Line 3",), files={"in/d.jsonl": jsonl(rows(2)) + "{oops\n"}, id="data-bad-jsonl-line"),
     fit(data="in/d.json", words=("d.json",), files={"in/d.json": '["a", "b"]'}, id="data-json-strings"),
     fit(data="in/d.json", words=("d.json", "not valid JSON"), files={"in/d.json": '[{"text": "a",'}, id="data-bad-json"),
-    fit(data="in/d.jsonl", words=("d.jsonl", "UTF-8"), files={"in/d.jsonl": jsonl(_rows(4)).encode() + b'{"text": "caf\xe9", "label": "alpha"}\n'},
+    fit(data="in/d.jsonl", words=("d.jsonl", "UTF-8"), files={"in/d.jsonl": jsonl(rows(4)).encode() + b'{"text": "caf\xe9", "label": "alpha"}\n'},
         id="data-jsonl-not-utf8"),
     fit(data="in/d.csv", words=("d.csv", "UTF-8"), files={"in/d.csv": b"text,label\ncaf\xe9,alpha\nb,beta\nc,alpha\n"},
         id="data-csv-not-utf8"),
@@ -183,7 +183,7 @@ CASES: list[Case] = [
     fit(data="in/d.csv", words=("d.csv", "3 example(s) with an empty label"),
         files={"in/d.csv": csv(["text,label"] + [f"t{i},{['alpha', 'beta', ''][i % 3]}" for i in range(9)])},
         id="data-csv-empty-label-cells"),
-    fit(data="in/d.jsonl", words=("d.jsonl", "empty label"), files={"in/d.jsonl": jsonl(_rows(8) + [{"text": "x", "label": ""}])},
+    fit(data="in/d.jsonl", words=("d.jsonl", "empty label"), files={"in/d.jsonl": jsonl(rows(8) + [{"text": "x", "label": ""}])},
         id="data-jsonl-empty-label"),
     fit(data="in/d.jsonl", words=("no usable examples",), files={"in/d.jsonl": jsonl([{"text": "", "label": "alpha"}] * 4)},
         id="data-all-texts-empty"),
@@ -256,7 +256,7 @@ def _materialize(root: Path, files: dict) -> None:
             path.write_text(content)
 
 
-def _snapshot(root: Path) -> set[str]:
+def snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
@@ -269,35 +269,39 @@ def test_battery_is_large_and_ids_are_unique():
 def test_bad_input_is_one_sentence_exit_2_and_writes_nothing(case: Case, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LIGHTNING_PEFT_DEBUG", raising=False)
-    _setup_inputs(tmp_path)
+    setup_inputs(tmp_path)
     _materialize(tmp_path, case.files)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
+    refused(case.argv, capsys, case.words)
+    assert snapshot(tmp_path) == before, sorted(snapshot(tmp_path) - before)
+    assert not os.path.exists(tmp_path / "out")
 
+
+def refused(argv: list[str], capsys, words: tuple[str, ...] = ()) -> str:
+    """Run `main(argv)` and assert a user error: exit status 2, one `error:` line (the last), no traceback, `words` in it."""
     with pytest.raises(SystemExit) as exit_info:
-        main(list(case.argv))
-
+        main(list(argv))
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert exit_info.value.code == 2, (exit_info.value.code, lines[-5:])
     assert "Traceback" not in captured.err, captured.err[-2000:]
     assert len(errors) == 1 and lines[-1] == errors[0], lines[-6:]
-    for word in case.words:
+    for word in words:
         assert word in errors[0], f"{word!r} not in {errors[0]!r}"
-    assert _snapshot(tmp_path) == before, sorted(_snapshot(tmp_path) - before)
-    assert not os.path.exists(tmp_path / "out")
+    return errors[0]
 
 
-def _setup_inputs(root: Path) -> None:
+def setup_inputs(root: Path) -> None:
     (root / "in").mkdir()
-    (root / "in" / "data.jsonl").write_text(jsonl(_rows()))
-    (root / "in" / "base.yaml").write_text(yaml.safe_dump(_base_config("in/data.jsonl")))
+    (root / "in" / "data.jsonl").write_text(jsonl(rows()))
+    (root / "in" / "base.yaml").write_text(yaml.safe_dump(base_config("in/data.jsonl")))
 
 
 def test_a_run_refused_after_it_started_removes_only_its_own_folder(tmp_path, monkeypatch, capsys):
     """Bad labels are found at setup, after the logger chose version_1: that folder goes, version_0 stays."""
     monkeypatch.chdir(tmp_path)
-    _setup_inputs(tmp_path)
+    setup_inputs(tmp_path)
     earlier = tmp_path / "run" / "lightning_logs" / "version_0"
     earlier.mkdir(parents=True)
     (earlier / "config.yaml").write_text("earlier run\n")

@@ -34,7 +34,7 @@ from ..callbacks.probe_contract import ProbeContractError
 from ..callbacks.run_summary import run_dir
 from ..callbacks.throughput import ThroughputConfigError
 from ..card import CardError
-from ..checkpoint import AtomicCheckpointIO, CheckpointError, CheckpointMismatchError, read_checkpoint
+from ..checkpoint import HPARAMS_KEY, AtomicCheckpointIO, CheckpointError, CheckpointMismatchError, read_checkpoint
 from ..data import DataConfigError, DataFacts
 from ..inference.generation import GenerationError
 from ..methods import MethodConfigError
@@ -43,6 +43,7 @@ from ..tasks import TaskConfigError
 from ..zoo import ModelNotFoundError
 from .artifact import log_adapter_artifact
 from .catalog import datasets_command, models_command
+from .ckpt_settings import check_settings
 from .evaluate import evaluate_command
 from .export import export_command, merge_command
 from .generate import chat_command, generate_command
@@ -86,6 +87,11 @@ class LightningPeftCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="Run the test set with the final weights when fit ends (if the data has a test split).",
         )
+        parser.add_argument(
+            "--use_checkpoint_settings", type=bool, default=False,
+            help="With --ckpt_path: continue with the module, method and task settings the checkpoint was trained with "
+                 "where they differ from the config (by default such a checkpoint is refused, naming the differences).",
+        )
 
     def _resolve_last(self, config) -> None:
         """`--ckpt_path last`: the newest last*.ckpt of the earlier runs under the run's root folders.
@@ -126,6 +132,9 @@ class LightningPeftCLI(LightningCLI):
                     f"--ckpt_path {ckpt_path} was trained on base model {trained_on!r}, but the config asks for "
                     f"backbone {wanted!r}; set model.init_args.backbone to {trained_on!r} or start without --ckpt_path."
                 )
+            if isinstance(config.get("model"), Namespace):
+                check_settings(ckpt_path, saved.get(HPARAMS_KEY) or {}, config["model"].as_dict(),
+                               bool(config.get("use_checkpoint_settings")))
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
