@@ -26,6 +26,7 @@ _LAZY = {
     "LengthBucketBatchSampler": "lightning_peft.data.sampler",
     "ParaphraseClassificationData": "lightning_peft.data.paraphrase",
     "SFTData": "lightning_peft.data.sft",
+    "SetFitData": "lightning_peft.data.setfit",
     "Seq2SeqData": "lightning_peft.data.seq2seq",
     "TaskSequenceData": "lightning_peft.data.sequence",
 }
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from lightning_peft.data.sampler import LengthBucketBatchSampler
     from lightning_peft.data.seq2seq import Seq2SeqData
     from lightning_peft.data.sequence import TaskSequenceData
+    from lightning_peft.data.setfit import SetFitData
     from lightning_peft.data.sft import SFTData
 
 
@@ -67,6 +69,7 @@ __all__ = [
     "LengthBucketBatchSampler",
     "ParaphraseClassificationData",
     "SFTData",
+    "SetFitData",
     "Seq2SeqData",
     "TaskSequenceData",
     "list_datasets",

@@ -1,8 +1,11 @@
 """LightningModules, one per method family; thin compositions of tasks and methods."""
 
+from .adapters import AdapterModule
 from .base import FineTuneModule
+from .cloze import ClozeModule
+from .contrastive import ContrastiveModule
 from .lora import LoraModule
 from .selective import SelectiveModule
 from .soft_prompt import SoftPromptModule
 
-__all__ = ["FineTuneModule", "LoraModule", "SelectiveModule", "SoftPromptModule"]
+__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "FineTuneModule", "LoraModule", "SelectiveModule", "SoftPromptModule"]

@@ -1,0 +1,125 @@
+"""ContrastiveModule + SetFitData on a tiny random BERT: the two phases, checkpoints, CLI metrics, refusals."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from lightning_peft.cli import main
+from lightning_peft.data import DataConfigError, SetFitData
+from lightning_peft.methods import FullFineTuning, Lora
+from lightning_peft.modules import ContrastiveModule
+from lightning_peft.tasks import TaskConfigError
+from tests.helpers import LABELS, write_jsonl
+
+BACKBONE = "tiny-bert"
+
+
+@pytest.fixture
+def data_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "two_classes.jsonl")
+
+
+def _data(path: Path, **kwargs) -> SetFitData:
+    """4 shots per class (8 shots: 40 oversampled pairs, 5 pair batches of 8), head batches of 4."""
+    settings = dict(tokenizer=BACKBONE, shots_per_class=4, val_size=8, test_size=8, max_length=16, batch_size=8,
+                    head_batch_size=4, head_epochs=1)
+    return SetFitData(str(path), **{**settings, **kwargs})
+
+
+def _module(method=None) -> ContrastiveModule:
+    return ContrastiveModule(backbone=BACKBONE, method=method or FullFineTuning(), label_names=LABELS,
+                             optimizer=partial(torch.optim.AdamW, lr=1e-2))
+
+
+def _fit(module, data, max_steps: int) -> dict[str, torch.Tensor]:
+    """Train `max_steps` steps and return every weight as it was before training."""
+    module.configure_model()
+    before = {name: p.detach().clone() for name, p in module.model.named_parameters()}
+    L.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(module, datamodule=data)
+    return before
+
+
+def _changed(module, before) -> set[str]:
+    return {name for name, p in module.model.named_parameters() if not torch.equal(p, before[name])}
+
+
+def test_training_batches_are_pair_batches_then_shot_batches(data_file):
+    data = _data(data_file)
+    data.setup()
+    batches = list(data.train_dataloader())
+    assert len(data.pairs) == 40 and data.body_steps == 5 and len(batches) == 5 + 2
+    body, head = batches[:5], batches[5:]
+    assert all(b["phase"] == "body" and b["input_ids"].shape[0] == 2 * b["similarity"].shape[0] for b in body)
+    assert sum(int(b["similarity"].sum()) for b in body) == 20  # as many positive pairs as negative ones
+    assert all(b["phase"] == "head" for b in head) and sorted(torch.cat([b["labels"] for b in head]).tolist()) == [0] * 4 + [1] * 4
+
+
+def test_a_body_step_changes_the_body_not_the_head(data_file):
+    module = _module()
+    before = _fit(module, _data(data_file), max_steps=1)
+    changed = _changed(module, before)
+    assert any(name.startswith("encoder.layer.") for name in changed)
+    assert not {name for name in changed if name.startswith("setfit_head.")}
+    assert set(module.groups) == {"model", "head"} and set(module.groups["head"]) == {"setfit_head.weight", "setfit_head.bias"}
+
+
+def test_the_head_phase_trains_the_head_only(data_file):
+    module = _module()
+    before = _fit(module, _data(data_file, body_epochs=0), max_steps=2)
+    assert _changed(module, before) == {"setfit_head.weight", "setfit_head.bias"}
+
+
+def test_lora_body_checkpoints_adapter_and_head_and_cli_fit_test_writes_metrics(tmp_path, data_file):
+    config = {
+        "seed_everything": 0, "test_after_fit": True,
+        "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+                    "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run")},
+        "model": {"class_path": "lightning_peft.modules.ContrastiveModule", "init_args": {
+            "backbone": BACKBONE, "head_lr": 0.05,
+            "method": {"class_path": "lightning_peft.methods.Lora",
+                       "init_args": {"r": 4, "target_modules": ["query", "key", "value"]}},
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}}}},
+        "data": {"class_path": "lightning_peft.data.SetFitData", "init_args": {
+            "dataset": str(data_file), "shots_per_class": 4, "val_size": 8, "test_size": 8, "max_length": 16,
+            "batch_size": 8, "head_batch_size": 4, "head_epochs": 2}},
+    }
+    path = tmp_path / "setfit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path)])
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert metrics["fit"]["global_step"] == 5 + 4
+    assert {"test/acc", "test/f1"} <= set(metrics["test"]) and 0.0 <= metrics["test"]["test/acc"] <= 1.0
+    (ckpt,) = tmp_path.rglob("last.ckpt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert state and all("lora_" in k or "setfit_head.modules_to_save" in k for k in state), sorted(state)
+    assert any("setfit_head" in k for k in state)
+
+
+def test_a_decoder_only_backbone_is_refused_before_loading():
+    with pytest.raises(TaskConfigError, match="not one .*decoder-only"):
+        ContrastiveModule(backbone="smollm2-135m", label_names=LABELS)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"shots_per_class": 30}, "shots_per_class=30 is more than"),  # the few-shot data's own check
+    ({"sampling_strategy": "balanced"}, "sampling_strategy='balanced'"),
+    ({"head_epochs": 0}, "head_epochs must be an integer >= 1"),
+])
+def test_bad_setfit_data_is_one_sentence(data_file, kwargs, words):
+    with pytest.raises(DataConfigError, match=words):
+        _data(data_file, **kwargs).setup()
+
+
+def test_a_single_class_is_refused(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": "alpha"}) + "\n" for i in range(20)))
+    with pytest.raises(DataConfigError, match="only one class"):
+        _data(path, val_size=0, test_size=0).label_names
