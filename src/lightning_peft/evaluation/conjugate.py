@@ -104,7 +104,7 @@ class Translation:
         Translation("fr", forward=my_translate_to_fr, inverse=my_translate_from_fr)
     """
 
-    _token = re.compile(r"[A-Za-z']+")
+    _token = re.compile(r"(?:[^\W\d_]|')+")  # letters of any script: "Tür", "canción" are one word
 
     def __init__(self, name: str, table: dict[str, str] | None = None,
                  forward: Callable[[str], str] | None = None, inverse: Callable[[str], str] | None = None) -> None:
@@ -134,8 +134,14 @@ class Translation:
         return self._inverse(text)
 
 
+def _german() -> PromptTransform:
+    from .translate import DictionaryTranslation  # on use: translate.py builds on this module
+
+    return DictionaryTranslation("german")
+
+
 TRANSFORMS: dict[str, Callable[[], PromptTransform]] = {
-    "original": Identity, "leetspeak": Leetspeak, "pig_latin": PigLatin, "rot13": Rot13,
+    "original": Identity, "leetspeak": Leetspeak, "pig_latin": PigLatin, "rot13": Rot13, "german": _german,
 }
 
 
