@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 import pytest
+import torch
 
 from lightning_peft.data import ClassificationData, DataConfigError, FewShotClassificationData
 
@@ -85,3 +86,46 @@ def test_a_pattern_without_the_text_slot_is_one_sentence():
         FewShotClassificationData("trec6", template="Answer type:")
     with pytest.raises(DataConfigError, match="not a valid format string"):
         FewShotClassificationData("trec6", template="{text} {")
+
+
+def test_ipet_adds_pool_examples_with_the_ensembles_labels_not_their_own(data_cache, tokenizer, topics_file):
+    dm = _fewshot(topics_file, tokenizer, shots_per_class=2, shot_seed=0)
+    pool = dm.datasets["unlabelled"]
+    shots = list(dm.datasets["train"].indices)
+    dm.add_pseudo_labelled([0, 3, 3], [2, 1, 1])
+    train = dm.datasets["train"]
+    assert train.indices == shots + [pool.indices[0], pool.indices[3], pool.indices[3]]
+    assert _labels(train)[6:] == [2, 1, 1]  # the given labels, whatever the file says
+    assert "label" not in pool.store  # the pool itself still carries no labels
+    assert set(next(iter(dm.train_dataloader()))) == {"input_ids", "attention_mask", "labels"}
+    with pytest.raises(DataConfigError, match="one label per position"):
+        dm.add_pseudo_labelled([0, 1], [2])
+
+
+def test_distillation_trains_on_the_pool_with_soft_labels_and_evaluates_with_labels(data_cache, tokenizer, topics_file):
+    dm = _fewshot(topics_file, tokenizer, shots_per_class=2, shot_seed=0, test_size=6)
+    size = dm.pool_size()
+    soft = torch.arange(size * 3, dtype=torch.float32).view(size, 3)
+    dm.train_on_soft_labels(soft)
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["soft_labels"]) for b in batches) == size and "labels" not in batches[0]
+    ordered = torch.cat([b["soft_labels"] for b in _in_order(dm)])
+    assert torch.equal(ordered, soft)  # row i of the soft labels goes with pool example i
+    assert set(next(iter(dm.test_dataloader()))) == {"input_ids", "attention_mask", "labels"}
+    with pytest.raises(DataConfigError, match="soft labels for 2 examples but the pool has"):
+        dm.train_on_soft_labels(soft[:2])
+
+
+def _in_order(dm):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dm.datasets["train"], batch_size=5, collate_fn=dm.collator())
+
+
+def test_ordered_loaders_keep_the_stored_order(data_cache, tokenizer, topics_file):
+    dm = _fewshot(topics_file, tokenizer, shots_per_class=2, shot_seed=0, test_size=6)
+    for split in ("train", "test", "unlabelled"):
+        ids = [row for batch in dm.ordered_dataloader(split, batch_size=4) for row in batch["input_ids"].tolist()]
+        stored = [dm.datasets[split][i]["input_ids"] for i in range(len(dm.datasets[split]))]
+        assert [row[: len(s)] for row, s in zip(ids, stored)] == stored
+    assert dm.pool_identity() == list(dm.datasets["unlabelled"].indices)

@@ -12,18 +12,28 @@ different shot seeds are scored on the same examples.
 from __future__ import annotations
 
 import random
-from typing import Any, Optional, Union
+from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader
 
 from lightning_peft.data.classification import ClassificationData
-from lightning_peft.data.collate import pad_right
+from lightning_peft.data.collate import PadCollator, pad_right
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.sampler import LengthBucketBatchSampler
 from lightning_peft.data.tokenized import TokenizedDataset
 
 UNLABELLED = "unlabelled"
+ORDERED_SPLITS = ("train", "test", UNLABELLED)
+
+
+@runtime_checkable
+class UnlabelledPool(Protocol):
+    """Data with an unlabelled pool of the task's text (what PET's language-model term and its ensemble read)."""
+
+    def pool_size(self) -> int: ...
+
+    def unlabelled_dataloader(self, batch_size: Optional[int] = None, shuffle: bool = True) -> Union[DataLoader, list]: ...
 
 
 def pick_shots(labels: list[int], label_names: list[str], shots_per_class: int, seed: int) -> tuple[list[int], list[int]]:
@@ -62,6 +72,33 @@ class UnlabelledCollator:
         return {"input_ids": pad_right(ids, self.pad_token_id), "attention_mask": pad_right([[1] * len(i) for i in ids], 0)}
 
 
+class FewShotCollator:
+    """Labelled examples as `PadCollator` batches them; pool examples with a teacher's `soft_labels` [B, classes]
+    (distillation) as unlabelled batches plus those scores."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.labelled, self.pool = PadCollator(pad_token_id, "classification"), UnlabelledCollator(pad_token_id)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if "soft_labels" not in examples[0]:
+            return self.labelled(examples)
+        return {**self.pool(examples), "soft_labels": torch.tensor([example["soft_labels"] for example in examples])}
+
+
+class SoftLabelledDataset(TokenizedDataset):
+    """Examples of a store, each with a row of `soft_labels` (aligned with `indices`) instead of a label."""
+
+    def __init__(self, store: dict[str, torch.Tensor], indices: Sequence[int], soft_labels: torch.Tensor) -> None:
+        super().__init__({name: column for name, column in store.items() if name != "label"}, indices)
+        if soft_labels.shape[0] != len(self.indices):
+            raise DataConfigError(f"Got soft labels for {soft_labels.shape[0]} examples but the pool has {len(self.indices)}; "
+                                  "score the pool of the same data (same dataset, splits and shots).")
+        self.soft_labels = soft_labels.float()
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        return {**super().__getitem__(position), "soft_labels": self.soft_labels[position].tolist()}
+
+
 class FewShotClassificationData(ClassificationData):
     """`ClassificationData` whose training set is k seeded examples per class; the rest of it is an unlabelled pool.
 
@@ -77,6 +114,9 @@ class FewShotClassificationData(ClassificationData):
 
     After `setup()`, `datasets["train"]` holds the shots, `datasets["unlabelled"]` the pool (examples
     without a `label`) and `unlabelled_dataloader()` serves it as `{"input_ids", "attention_mask"}` batches.
+    PET's later stages change the training set: `add_pseudo_labelled` adds pool examples with labels an
+    ensemble gave them (iPET), `train_on_soft_labels` trains on the whole pool with a teacher's scores
+    (distillation); `ordered_dataloader` serves a split in its stored order (for scores to line up).
 
     Example::
 
@@ -107,10 +147,54 @@ class FewShotClassificationData(ClassificationData):
         self.datasets["train"] = TokenizedDataset(train.store, [train.indices[p] for p in shots])
         self.datasets[UNLABELLED] = TokenizedDataset(unlabelled_store, [train.indices[p] for p in rest])
 
-    def unlabelled_dataloader(self, batch_size: Optional[int] = None, shuffle: bool = True) -> Union[DataLoader, list]:
-        """The unlabelled pool in batches of `batch_size` (default: the training batch size), seeded by `split_seed`."""
+    def pool_size(self) -> int:
+        """How many unlabelled examples the pool holds (after `setup()`)."""
+        self._require_setup()
+        return len(self.datasets[UNLABELLED])
+
+    def pool_identity(self) -> list[int]:
+        """The pool's example positions in the tokenized store: equal for runs that share dataset, splits and shots."""
+        self._require_setup()
+        return list(self.datasets[UNLABELLED].indices)
+
+    def add_pseudo_labelled(self, positions: Sequence[int], labels: Sequence[int]) -> None:
+        """Train on the shots plus the pool examples at `positions` (repeats allowed) labelled `labels` (iPET)."""
+        self._require_setup()
+        if len(positions) != len(labels):
+            raise DataConfigError(f"Got {len(positions)} pool positions but {len(labels)} labels; give one label per position.")
+        shots, pool = self.datasets["train"], self.datasets[UNLABELLED]
+        store = dict(shots.store)
+        store["label"] = store["label"].clone()  # the pool's own labels are never read: each is overwritten below
+        chosen = [pool.indices[p] for p in positions]
+        if chosen:
+            store["label"][torch.tensor(chosen)] = torch.tensor(list(labels), dtype=store["label"].dtype)
+        self.datasets["train"] = TokenizedDataset(store, [*shots.indices, *chosen])
+
+    def train_on_soft_labels(self, soft_labels: torch.Tensor) -> None:
+        """Train on the whole pool, each example with its row of `soft_labels` [pool, classes] (PET's distillation)."""
+        self._require_setup()
+        pool = self.datasets[UNLABELLED]
+        self.datasets["train"] = SoftLabelledDataset(pool.store, pool.indices, soft_labels)
+
+    def collator(self) -> Any:
+        return FewShotCollator(self.pad_token_id)
+
+    def ordered_dataloader(self, split: str, batch_size: Optional[int] = None) -> DataLoader:
+        """`split` ("train", "test" or "unlabelled") in its stored order, so scores of several models line up row by row."""
+        self._require_setup()
+        if split not in ORDERED_SPLITS:
+            raise DataConfigError(f"ordered_dataloader serves {list(ORDERED_SPLITS)}, not {split!r}.")
+        collate = UnlabelledCollator(self.pad_token_id) if split == UNLABELLED else self.collator()
+        return DataLoader(self.datasets[split], batch_size=batch_size or self.eval_batch_size, shuffle=False,
+                          collate_fn=collate)
+
+    def _require_setup(self) -> None:
         if not self.datasets:
             raise DataConfigError(f"Call {type(self).__name__}.setup() before asking for dataloaders.")
+
+    def unlabelled_dataloader(self, batch_size: Optional[int] = None, shuffle: bool = True) -> Union[DataLoader, list]:
+        """The unlabelled pool in batches of `batch_size` (default: the training batch size), seeded by `split_seed`."""
+        self._require_setup()
         data = self.datasets[UNLABELLED]
         if len(data) == 0:
             return []

@@ -8,7 +8,9 @@ of several tokens follow PET's and OpenPrompt's manual verbalizers (as SciPrompt
 al. 2024): a word scores the mean log-probability of its tokens, a class the mean over its words.
 
 The slot is the next token after the prompt for a causal LM, and the mask token in the pattern
-(e.g. "{text} Topic: [MASK].") for a masked LM. The pattern itself is the data's `template`.
+(e.g. "{text} Topic: [MASK].") for a masked LM. The pattern itself is the data's `template`;
+`template_for` turns a PET pattern written with the `{mask}` slot into that template for either LM.
+`lm_loss` is PET's auxiliary language-model term on unlabelled text (its section 3.1).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ..constants import IGNORE_INDEX
 from .base import TaskConfigError, TaskOutput
 from .classification import _Classification, left_align
 
 AUTO_CLASSES = {"causal": "AutoModelForCausalLM", "masked": "AutoModelForMaskedLM"}
+ANSWER_SLOT = "{mask}"  # where a PET pattern puts the label word
+MLM_PROBABILITY = 0.15  # BERT's (and PET's) share of masked tokens for the masked-LM loss
 
 
 def word_log_probs(token_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -105,6 +110,45 @@ class ClozeClassification(_Classification):
         self.word_ids = torch.tensor([tokens + [0] * (longest - len(tokens)) for tokens in ids])
         self.word_mask = torch.tensor([[1] * len(tokens) + [0] * (longest - len(tokens)) for tokens in ids])
         self.word_class = torch.tensor(owner)
+
+    def template_for(self, pattern: str) -> str:
+        """The data template of a PET pattern whose answer slot is written `{mask}` (after `bind`).
+
+        A causal LM answers with the next token, so its slot must end the pattern and is cut off
+        ("{text} Topic: {mask}" -> "{text} Topic:"); for a masked LM it becomes the mask token.
+        """
+        if not isinstance(pattern, str) or pattern.count(ANSWER_SLOT) != 1:
+            count = pattern.count(ANSWER_SLOT) if isinstance(pattern, str) else 0
+            raise TaskConfigError(f"The pattern {pattern!r} has {count} answer slots; write {ANSWER_SLOT} exactly once where "
+                                  "the label word goes (e.g. '{text} Topic: {mask}').")
+        if self.lm == "masked":
+            return pattern.replace(ANSWER_SLOT, self.tokenizer.mask_token.replace("{", "{{").replace("}", "}}"))
+        head = pattern.rstrip()
+        if not head.endswith(ANSWER_SLOT):
+            raise TaskConfigError(f"The pattern {pattern!r} puts {ANSWER_SLOT} before its end, but a causal LM answers with "
+                                  f"the next token; end the pattern with {ANSWER_SLOT} (e.g. '{{text}} Topic: {ANSWER_SLOT}').")
+        head = head[: -len(ANSWER_SLOT)]
+        return head.rstrip(" ") if self.prefix_space else head  # the words carry their own leading space
+
+    def lm_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """PET's auxiliary language-model loss on an unlabelled batch (`input_ids`, `attention_mask`).
+
+        A causal LM: the next-token loss over the text. A masked LM: the MLM loss with 15% of the tokens
+        chosen (80% of them replaced by the mask token, 10% by a random token, 10% kept: transformers'
+        `DataCollatorForLanguageModeling`, as PET does), padding and special tokens never chosen.
+        """
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if self.lm == "causal":
+            labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        else:
+            from transformers import DataCollatorForLanguageModeling
+
+            special = (attention_mask == 0) | torch.isin(input_ids, torch.tensor(self.tokenizer.all_special_ids,
+                                                                                  device=input_ids.device))
+            masking = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=MLM_PROBABILITY)
+            input_ids, labels = masking.torch_mask_tokens(input_ids.clone().cpu(), special_tokens_mask=special.cpu())
+            input_ids, labels = input_ids.to(attention_mask.device), labels.to(attention_mask.device)
+        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
 
     def verbalizer_words(self) -> dict[str, str]:
         """Each label's first word (what single-word consumers such as the robustness probe score)."""

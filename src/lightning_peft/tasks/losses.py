@@ -146,3 +146,14 @@ def chunked_lm_loss(
     keep = labels != IGNORE_INDEX
     count = keep.sum()
     return head_cross_entropy(hidden[keep], head, labels[keep], chunk_size), count
+
+
+def distillation_kl(student_scores: torch.Tensor, teacher_scores: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton, Vinyals & Dean 2015, arXiv:1503.02531), as PET's final classifier uses it.
+
+    `KL(softmax(teacher / T) || softmax(student / T)) * T**2`, averaged over the batch; both arguments are
+    `[batch, classes]` unnormalised scores. The `T**2` keeps gradient sizes comparable across temperatures.
+    """
+    log_student = F.log_softmax(student_scores.float() / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_scores.float() / temperature, dim=-1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature ** 2
