@@ -50,6 +50,7 @@ from .generate import chat_command, generate_command
 from .predict import predict_command
 from .refuse import refuse
 from .run_config import RunConfig
+from .trainer import Trainer
 from .launch_env import LaunchEnvironmentError, check_launch_environment
 
 
@@ -414,6 +415,7 @@ def main(args: list[str] | None = None) -> None:
         LightningPeftCLI(
             FineTuneModule,
             L.LightningDataModule,
+            trainer_class=Trainer,  # precision "auto" by default (lightning_peft.precision)
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=RunConfig,
