@@ -107,7 +107,8 @@ def test_adapters_from_another_base_are_refused(languages, tmp_path):
         assert "\n" not in str(refused.value)
 
 
-def test_a_peft_folder_is_refused_at_construction(tmp_path):
+def test_a_peft_folder_is_refused_in_one_sentence(tmp_path):
     get_peft_model(tiny_causal_lm(), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(tmp_path))
-    with pytest.raises(MethodConfigError, match="is a peft adapter"):
-        BottleneckAdapter(init_from=str(tmp_path))
+    with pytest.raises(MethodConfigError, match="is a peft adapter") as refused:
+        BottleneckAdapter(init_from=str(tmp_path)).apply(tiny_causal_lm())
+    assert "\n" not in str(refused.value)

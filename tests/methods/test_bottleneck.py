@@ -117,12 +117,20 @@ def test_merge_is_refused_in_one_sentence():
     ({"reduction_factor": 0}, "must be a positive number"),
     ({"placement": "parallel"}, "not an adapter placement"),
     ({"non_linearity": "softmax"}, "not available"),
-    ({"init_from": "/no/such/folder"}, "holds no bottleneck_adapter.json"),
+    ({"init_from": ""}, "must be the folder of an exported bottleneck adapter"),
 ])
 def test_bad_settings_are_refused_at_construction(settings, match):
     with pytest.raises(MethodConfigError, match=match) as refused:
         BottleneckAdapter(**settings)
     assert "\n" not in str(refused.value) and str(refused.value).endswith(".")
+
+
+@pytest.mark.parametrize("setting", ["init_from", "language_adapter"])
+def test_a_folder_without_an_adapter_is_refused_before_the_model_changes(setting, tmp_path):
+    model = tiny_causal_lm()
+    with pytest.raises(MethodConfigError, match=f"{setting} {tmp_path} holds no bottleneck_adapter.json") as refused:
+        BottleneckAdapter(**{setting: str(tmp_path)}).apply(model)
+    assert "\n" not in str(refused.value) and all(p.requires_grad for p in model.parameters())
 
 
 @pytest.mark.parametrize("factor", [65, 128.0])

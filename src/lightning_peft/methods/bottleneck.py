@@ -95,10 +95,11 @@ class BottleneckAdapter(AdapterMethod):
             raise MethodConfigError(f"non_linearity={non_linearity!r} is not available; use one of {sorted(NON_LINEARITIES)}.")
         self.placement, self.reduction_factor, self.non_linearity = placement, reduction_factor, non_linearity
         self.modules_to_save = list(modules_to_save or [])
-        # Read now, so a wrong folder fails before any weights load.
+        for what, folder in (("language_adapter", language_adapter), ("init_from", init_from)):
+            if folder is not None and (not isinstance(folder, str) or not folder):
+                raise MethodConfigError(f"{what}={folder!r} must be the folder of an exported bottleneck adapter, or null.")
+        # Read at apply, not here: a recipe may name the export of a run that has not happened yet.
         self.language_adapter, self.init_from = language_adapter, init_from
-        self.language_spec = io.read_spec(language_adapter, "language_adapter") if language_adapter else None
-        self.init_spec = io.read_spec(init_from, "init_from") if init_from else None
         self._spec: io.AdapterSpec | None = None  # what `export` records, set by `apply`
         self._exported: set[str] = set()  # the parameters `export` writes: trained adapters and heads
 
@@ -107,15 +108,16 @@ class BottleneckAdapter(AdapterMethod):
         points = insertion_points(model, PLACEMENTS[self.placement])
         width = bottleneck_width(model.config.hidden_size, self.reduction_factor)
         spec = self.spec(model, width)
+        # Both folders are read and checked against this base before the model changes.
+        language, init = (self._pretrained(model, folder, what) for what, folder in
+                          (("language_adapter", self.language_adapter), ("init_from", self.init_from)))
         freeze(model)
-        if self.language_adapter:
-            self._stack_language(model, Path(self.language_adapter), self.language_spec)
+        if language is not None:
+            self._stack_language(model, Path(self.language_adapter), language)
         insert(model, points, io.TRAINED, width, self.non_linearity)
-        if self.init_from:
-            folder = Path(self.init_from)
-            io.check_base(self.init_spec, model, folder, "init_from")
-            io.copy_into(model, io.read_weights(folder, adapters_only=True), set(role_parameters(model, io.TRAINED)),
-                         folder, "init_from")
+        if init is not None:
+            io.copy_into(model, io.read_weights(Path(self.init_from), adapters_only=True),
+                         set(role_parameters(model, io.TRAINED)), Path(self.init_from), "init_from")
         heads = sorted(set(self.modules_to_save) | set(modules_to_save or []))
         adapted = _train_heads(model, heads, lambda name: "adapter")
         self._spec, self._exported = replace(spec, modules_to_save=heads), adapted.trainable_names()
@@ -130,9 +132,17 @@ class BottleneckAdapter(AdapterMethod):
             modules_to_save=list(self.modules_to_save), language_adapter=bool(self.language_adapter))
 
     @staticmethod
+    def _pretrained(model: nn.Module, folder: str | None, what: str) -> io.AdapterSpec | None:
+        """The spec of the exported adapter `folder` (None when unset), refused if trained on another base."""
+        if folder is None:
+            return None
+        spec = io.read_spec(folder, what)
+        io.check_base(spec, model, Path(folder), what)
+        return spec
+
+    @staticmethod
     def _stack_language(model: nn.Module, folder: Path, spec: io.AdapterSpec) -> None:
         """Insert the language adapter exported in `folder` (frozen, first in each stack) and load its weights."""
-        io.check_base(spec, model, folder, "language_adapter")
         added = insert(model, insertion_points(model, PLACEMENTS[spec.placement]), io.LANGUAGE, spec.width, spec.non_linearity)
         io.copy_into(model, io.read_weights(folder, io.LANGUAGE, adapters_only=True), set(role_parameters(model, io.LANGUAGE)),
                      folder, "language_adapter")
@@ -146,7 +156,7 @@ class BottleneckAdapter(AdapterMethod):
         io.write_adapter(folder, self._spec, {n: p for n, p in model.named_parameters() if n in self._exported})
         if self.language_adapter:
             language = {n.replace(f".{io.LANGUAGE}.", f".{io.TRAINED}.", 1): p for n, p in role_parameters(model, io.LANGUAGE).items()}
-            io.write_adapter(folder / io.LANGUAGE_FOLDER, self.language_spec, language)
+            io.write_adapter(folder / io.LANGUAGE_FOLDER, io.read_spec(self.language_adapter, "language_adapter"), language)
 
     def load(self, base: nn.Module, folder: str | Path) -> nn.Module:
         """The adapter exported in `folder` on `base`, in eval mode. Its own settings are read from the folder;
