@@ -121,3 +121,13 @@ def test_word_tables_handle_letters_outside_ascii():
     fr = Translation("fr", table={"door": "porte", "summer": "été"})
     assert fr.forward("the summer door") == "the été porte"
     assert fr.inverse("the ÉTÉ porte") == "the SUMMER door"
+
+
+def test_coverage_report_counts_the_rendered_suite(german_dir):
+    (line,) = T.coverage_report(german_dir, num_prompts=2)
+    translated = {"repeat", "the", "input", "output", "what", "door", "in"}  # GERMAN's headwords but "is"
+    words = [w.lower() for p in icl_suite(2) for text in (p.render(Identity()), p.answer) for w in text.split()]
+    words = [w.strip(".?:") for w in words if w.strip(".?:").isalpha()]
+    hits = sum(w in translated for w in words)
+    assert line.startswith(f"german (eng-deu): 7/45 distinct words, {hits}/{len(words)} occurrences")
+    assert "labels missing: none" in line and ", is," in line

@@ -171,3 +171,31 @@ class DictionaryTranslation(Translation):
         if self.coverage.untranslated:
             log.warning("%s conjugate: FreeDict eng-%s translates %d of the suite's %d words; left in English: %s.",
                         language, code, self.coverage.translated, self.coverage.words, ", ".join(self.coverage.untranslated))
+
+
+def coverage_report(directory: Path | str | None = None, num_prompts: int = 20) -> list[str]:
+    """One line per FreeDict dictionary found in `directory`: how much of the suite it translates, in distinct
+    words and in word occurrences of `num_prompts` rendered suite prompts plus their answers, and its missing labels."""
+    from .conjugate import Identity, icl_suite
+
+    directory = Path(FREEDICT_DIR if directory is None else directory)
+    suite = icl_suite(num_prompts)
+    occurrences = [w.lower() for p in suite for text in (p.render(Identity()), p.answer) for w in _WORD.findall(text)]
+    lines, words = [], words_of(SUITE_TEXTS)
+    for language, (code, _) in LANGUAGES.items():
+        index, data = directory / f"freedict-eng-{code}.index", directory / f"freedict-eng-{code}.dict.dz"
+        if not (index.is_file() and data.is_file()):
+            continue
+        table = word_table(words, read_freedict(index, data, words))
+        found, hits = coverage(table, SUITE_TEXTS), sum(w in table for w in occurrences)
+        missing = [label for label in LABEL_WORDS if label.lower() not in table]
+        lines.append(f"{language} (eng-{code}): {found.translated}/{found.words} distinct words, {hits}/{len(occurrences)} "
+                     f"occurrences ({hits / len(occurrences):.1%}); labels missing: {', '.join(missing) or 'none'}; "
+                     f"left in English: {', '.join(found.untranslated) or 'none'}")
+    return lines
+
+
+if __name__ == "__main__":  # python -m lightning_peft.evaluation.translate [DICTD_DIRECTORY]
+    import sys
+
+    print("\n".join(coverage_report(sys.argv[1] if len(sys.argv) > 1 else None) or ["no FreeDict dictionary found"]))
