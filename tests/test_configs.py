@@ -10,6 +10,7 @@ import yaml
 
 from lightning_peft import zoo
 from lightning_peft.cli import LightningPeftCLI, main
+from lightning_peft.cli.pet import PetCLI
 from lightning_peft.modules import FineTuneModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +26,16 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def _subcommand(path: Path) -> str:
+    """`fit`, or `pet` for a PET recipe (cli/pet.py: a fit recipe plus a `pet:` section)."""
+    return path.read_text().split()[2]
+
+
 def _command(path: Path) -> list[str]:
     """The config files a YAML's first-line command composes, in order."""
     first = path.read_text().splitlines()[0]
-    assert first.startswith("# lightning-peft fit --config "), f"{_rel(path)}: first line must be the command"
+    assert first.startswith(("# lightning-peft fit --config ", "# lightning-peft pet --config ")), \
+        f"{_rel(path)}: first line must be the command"
     words = first[2:].split()
     return [words[k + 1] for k, w in enumerate(words) if w == "--config"]
 
@@ -55,7 +62,7 @@ def test_first_line_command_names_the_file(path):
 def test_parses_with_print_config(path, capsys):
     configs = [str(ROOT / c) for c in _command(path)]
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *[a for c in configs for a in ("--config", c)], "--print_config"])
+        main([_subcommand(path), *[a for c in configs for a in ("--config", c)], "--print_config"])
     assert exit_info.value.code in (None, 0)
     printed = yaml.safe_load(capsys.readouterr().out)
     snippet = yaml.safe_load(path.read_text())
@@ -85,8 +92,9 @@ def _assert_contains(printed, snippet, where: str, key: str = "") -> None:
 def test_instantiates_without_loading_weights(path, no_weights, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a logger may create folders in the working directory
     configs = [str(ROOT / c) for c in _command(path)]
-    cli = LightningPeftCLI(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                           run=False, args=[a for c in configs for a in ("--config", c)])
+    kind = PetCLI if _subcommand(path) == "pet" else LightningPeftCLI
+    cli = kind(FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+               run=False, args=[a for c in configs for a in ("--config", c)])
     assert isinstance(cli.model, FineTuneModule) and cli.model.model is None  # weights load in configure_model
     assert cli.model.task.label_names == (getattr(cli.datamodule, "label_names", None) or [])
 

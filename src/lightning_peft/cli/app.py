@@ -64,8 +64,8 @@ USER_ERRORS = (CardError, CheckpointError, DataConfigError, GenerationError, Lau
                ModelNotFoundError, ProbeContractError, quant.QuantizationError, ScheduleConfigError, TaskConfigError,
                ThroughputConfigError, RunConfigError)
 
-EXTRA_COMMANDS = ("Also: `lightning-peft predict`, `generate`, `chat`, `export`, `merge`, `evaluate`, `models`, `datasets` "
-                  "(each with --help).")
+EXTRA_COMMANDS = ("Also: `lightning-peft predict`, `generate`, `chat`, `export`, `merge`, `evaluate`, `pet`, `models`, "
+                  "`datasets` (each with --help).")
 
 
 def _label_names(data: L.LightningDataModule) -> list[str] | None:
@@ -283,7 +283,14 @@ def _check_optimizer(optimizer: Namespace | None) -> None:
                              "model.init_args.optimizer.init_args (or --model.optimizer.<argument> VALUE).") from None
 
 
-COMMANDS = {"models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command,
+def pet_command(argv: list[str]) -> None:
+    """`lightning-peft pet` (cli/pet.py), imported on use: it builds on LightningPeftCLI, defined here."""
+    from .pet import pet_command as run_pet
+
+    run_pet(argv)
+
+
+COMMANDS = {"pet": pet_command, "models": models_command, "datasets": datasets_command, "export": export_command, "merge": merge_command,
             "evaluate": evaluate_command, "predict": predict_command, "generate": generate_command, "chat": chat_command}
 
 

@@ -106,6 +106,8 @@ class FewShotClassificationData(ClassificationData):
         shots_per_class: How many training examples of each class (k); every class gets exactly k.
         shot_seed: Seed of the draw: the same seed gives the same shots, another seed other shots.
             The splits themselves follow `split_seed`, so validation and test do not change with it.
+        max_unlabelled: Keep only this many pool examples (a seeded subset: the split's shuffled order); null: all.
+            PET's ensemble scores the whole pool with every pattern model, so on a CPU a smaller pool saves hours.
         template: The pattern (PET's P): a format string with the `{text}` slot, e.g. "{text} Topic:" for a
             causal LM (the answer is the next token) or "{text} Topic: [MASK]." for a masked LM.
         **kwargs: Everything else of `ClassificationData` (dataset, tokenizer, text_column, label_column,
@@ -127,12 +129,16 @@ class FewShotClassificationData(ClassificationData):
     """
 
     def __init__(self, dataset: Union[str, Any] = "trec6", shots_per_class: int = 10, shot_seed: int = 0,
-                 template: str = "{text}", **kwargs: Any) -> None:
+                 template: str = "{text}", max_unlabelled: Optional[int] = None, **kwargs: Any) -> None:
         if isinstance(shots_per_class, bool) or not isinstance(shots_per_class, int) or shots_per_class < 1:
             raise DataConfigError(f"shots_per_class must be a positive integer (examples per class), got {shots_per_class!r}.")
         if isinstance(shot_seed, bool) or not isinstance(shot_seed, int):
             raise DataConfigError(f"shot_seed must be an integer, got {shot_seed!r}.")
+        if max_unlabelled is not None and (isinstance(max_unlabelled, bool) or not isinstance(max_unlabelled, int)
+                                           or max_unlabelled < 0):
+            raise DataConfigError(f"max_unlabelled must be an integer >= 0 or null (the whole pool), got {max_unlabelled!r}.")
         super().__init__(dataset, template=template, **kwargs)
+        self.max_unlabelled = max_unlabelled
         self.shots_per_class = shots_per_class
         self.shot_seed = shot_seed
 
@@ -145,7 +151,7 @@ class FewShotClassificationData(ClassificationData):
         shots, rest = pick_shots(labels, self.label_names, self.shots_per_class, self.shot_seed)
         unlabelled_store = {name: column for name, column in train.store.items() if name != "label"}
         self.datasets["train"] = TokenizedDataset(train.store, [train.indices[p] for p in shots])
-        self.datasets[UNLABELLED] = TokenizedDataset(unlabelled_store, [train.indices[p] for p in rest])
+        self.datasets[UNLABELLED] = TokenizedDataset(unlabelled_store, [train.indices[p] for p in rest][: self.max_unlabelled])
 
     def pool_size(self) -> int:
         """How many unlabelled examples the pool holds (after `setup()`)."""

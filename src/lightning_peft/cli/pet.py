@@ -1,0 +1,248 @@
+"""`lightning-peft pet`: PET and iPET from one recipe: pattern models -> weighted ensemble -> distilled classifier.
+
+    lightning-peft pet --config configs/cloze/pet_bbc_news.yaml
+    lightning-peft pet --config configs/cloze/ipet_bbc_news.yaml --pet.stop_after patterns   # later: the same without it
+
+Schick & Schuetze 2021, "Exploiting Cloze Questions for Few Shot Text Classification and Natural
+Language Inference" (EACL; arXiv:2001.07676). The recipe is a `fit` recipe for one pattern model
+(`ClozeModule` + `FewShotClassificationData` + trainer) plus a `pet:` section (`PetPlan`). Every model
+and stage writes into its own folder under `pet.output_dir`:
+
+    shots-<s>/g<g>/p<i>-s<seed>/   a pattern model: Lightning's run folder, scores.pt (its class scores on the
+                                   pool and the test split), result.json (test metrics; written last)
+    shots-<s>/ensemble.json, ensemble.pt      the weighted ensemble's test metrics and the pool's soft labels
+    shots-<s>/classifier/         the distilled sequence classifier (result.json written last)
+    summary.json                  every figure of the table printed at the end (mean ± std over runs)
+
+A folder whose result file exists is not trained again, so the command resumes between stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.cli import LightningArgumentParser
+
+from ..callbacks.run_summary import run_dir, write_json_atomic
+from ..data.formats import check_text_slot
+from ..modules import LoraModule
+from ..modules.cloze import ClozeModule, class_scores
+from ..pet import ScoredModel, ipet_training_set, weighted_scores
+from ..tasks import Classifies
+from ..tasks.distillation import DistillationClassification
+from .app import LightningPeftCLI, _check_positions, _one_sentence
+from .pet_plan import PetConfigError, PetPlan
+from .pet_report import report
+from .refuse import refuse
+
+CONFIG_FILE = "pet_config.yaml"
+
+
+class PetCLI(LightningPeftCLI):
+    """The `fit` parser of a `ClozeModule` recipe plus the `pet:` section; builds one run at a time (`run=False`)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_class_arguments(PetPlan, "pet")
+
+    def build(self, root: Path, template: str, shot_seed: int, seed: int, max_steps: int | None = None) -> None:
+        """Instantiate model, data and trainer anew for one run in `root` (its own pattern and draw of shots)."""
+        config = self.config
+        config.data.init_args.template, config.data.init_args.shot_seed = template, shot_seed
+        config.trainer.default_root_dir = str(root)
+        if max_steps is not None:
+            config.trainer.max_steps = max_steps
+        L.seed_everything(seed, verbose=False)
+        self.instantiate_classes()
+
+
+def scored_metrics(task: Classifies, scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The task's own metrics (accuracy, macro-F1) of class scores on the test split, as `test/<name>`."""
+    metrics = task.metrics()
+    metrics.update(scores.argmax(-1), labels)
+    return {f"test/{name}": float(value) for name, value in metrics.compute().items()}
+
+
+def _metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The test section of the run's metrics.json (written by RunSummary)."""
+    written = json.loads((run_dir(trainer) / "metrics.json").read_text())
+    return {k: v for k, v in written["test"].items() if k.startswith("test/")}
+
+
+def _finished(folder: Path) -> dict[str, Any] | None:
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if folder.exists():
+        shutil.rmtree(folder)  # an attempt that did not finish: start it again
+    return None
+
+
+def train_pattern_model(cli: PetCLI, folder: Path, template: str, shot_seed: int, seed: int,
+                        pseudo: tuple[list[int], list[int], dict[str, int]] | None) -> dict[str, Any]:
+    """Train (or find finished) one pattern model; record its test metrics and its scores on pool and test."""
+    result = _finished(folder)
+    if result is not None:
+        return result
+    cli.build(folder, template, shot_seed, seed)
+    module, data, trainer = cli.model, cli.datamodule, cli.trainer
+    data.setup("fit")
+    module.configure_model()
+    # PET's ensemble weight: accuracy on the labelled set T before any training
+    before, labels = class_scores(module.task, module.model, data.ordered_dataloader("train"), module.device)
+    if pseudo is not None:
+        data.add_pseudo_labelled(pseudo[0], pseudo[1])
+    trainer.fit(module, datamodule=data)
+    pool, _ = class_scores(module.task, module.model, data.ordered_dataloader("unlabelled"), module.device)
+    test, test_labels = class_scores(module.task, module.model, data.ordered_dataloader("test"), module.device)
+    torch.save({"pool": pool, "test": test, "test_labels": test_labels, "pool_identity": data.pool_identity()},
+               folder / "scores.pt")
+    result = {"template": template, "seed": seed, "shot_seed": shot_seed,
+              "train_acc_before_training": float((before.argmax(-1) == labels).float().mean()),
+              "train_examples": len(data.datasets["train"]), "ipet": pseudo[2] if pseudo else None,
+              **scored_metrics(module.task, test, test_labels)}
+    write_json_atomic(folder / "result.json", result)
+    return result
+
+
+def _scored(folder: Path, result: dict[str, Any]) -> tuple[ScoredModel, dict[str, Any]]:
+    saved = torch.load(folder / "scores.pt", weights_only=True)
+    return ScoredModel(folder.name, saved["pool"], result["train_acc_before_training"]), saved
+
+
+def ensemble_stage(cli: PetCLI, root: Path, models: dict[str, Path]) -> dict[str, Any]:
+    """Weighted mean of the last generation's scores: soft labels for the pool, and the ensemble's test metrics."""
+    done = root / "ensemble.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    scored = [_scored(folder, json.loads((folder / "result.json").read_text())) for folder in models.values()]
+    pool = weighted_scores([model for model, _ in scored])
+    test = weighted_scores([ScoredModel(m.name, saved["test"], m.weight) for m, saved in scored])
+    result = {"models": sorted(models), "weights": {m.name: m.weight for m, _ in scored},
+              **scored_metrics(cli.model.task, test, scored[0][1]["test_labels"])}
+    torch.save({"soft_labels": pool, "pool_identity": scored[0][1]["pool_identity"]}, root / "ensemble.pt")
+    write_json_atomic(done, result)
+    return result
+
+
+def classifier_stage(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int) -> dict[str, Any]:
+    """Distil the ensemble's soft labels on the pool into a sequence classifier (LoRA + head, KL at `temperature`)."""
+    folder = root / "classifier"
+    result = _finished(folder)
+    if result is not None:
+        return result
+    saved = torch.load(root / "ensemble.pt", weights_only=True)
+    cli.build(folder, plan.classifier_template, shot_seed, plan.seeds[0], plan.classifier_max_steps)
+    cloze, data, trainer = cli.model, cli.datamodule, cli.trainer
+    student = LoraModule(backbone=cloze.backbone, task=DistillationClassification(plan.temperature), method=cloze.method,
+                         label_names=cloze.task.label_names, optimizer=cloze.optimizer_factory,
+                         lr_scheduler=cloze.scheduler_factory, quantization=cloze.quantization,
+                         gradient_checkpointing=cloze.gradient_checkpointing)
+    data.setup("fit")
+    if data.pool_identity() != saved["pool_identity"]:
+        raise PetConfigError(f"The pool of {root} differs from this config's (dataset, splits or shots changed); "
+                             "use a new pet.output_dir.")
+    data.train_on_soft_labels(saved["soft_labels"])
+    trainer.fit(student, datamodule=data)
+    trainer.test(student, datamodule=data, verbose=False)
+    result = {"template": plan.classifier_template, "temperature": plan.temperature, **_metrics(trainer)}
+    write_json_atomic(folder / "result.json", result)
+    return result
+
+
+def _check_plan(cli: PetCLI, plan: PetPlan) -> list[str]:
+    """Every pattern's data template, checked before anything trains; and the run folder's earlier config."""
+    _check_positions(cli.model.backbone, cli.datamodule.input_length_limit)
+    if cli.config.data.init_args.get("test_size") in (0, 0.0):
+        raise PetConfigError("pet reports every stage on the test split, but data.init_args.test_size is 0; give it a "
+                             "test split (e.g. test_size: 0.2).")
+    templates = []
+    for index, pattern in enumerate(plan.patterns):
+        check_text_slot(pattern, f"pet.patterns[{index}]")
+        templates.append(cli.model.task.template_for(pattern))
+    check_text_slot(plan.classifier_template, "pet.classifier_template")
+    out = Path(plan.output_dir)
+    settings = cli.parser.dump(cli.config, skip_none=False)
+    recorded = yaml.safe_load(settings)
+    recorded["pet"].pop("stop_after", None)
+    earlier = out / CONFIG_FILE
+    if earlier.is_file() and yaml.safe_load(earlier.read_text()) != recorded:
+        raise PetConfigError(f"{out} holds a PET run made with another config; use a new pet.output_dir (or delete it) "
+                             "to run this one.")
+    out.mkdir(parents=True, exist_ok=True)
+    earlier.write_text(yaml.safe_dump(recorded, sort_keys=False))
+    return templates
+
+
+def _seed_of(*parts: int) -> int:
+    """A seed for one iPET draw, the same on every rerun (so a resumed generation draws the same set)."""
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
+
+
+def run(cli: PetCLI, plan: PetPlan) -> dict[str, Any]:
+    """Every stage for every draw of shots; returns what the summary table shows."""
+    templates = _check_plan(cli, plan)
+    out = Path(plan.output_dir)
+    shot_seeds = plan.shot_seeds or [cli.config.data.init_args.shot_seed]
+    runs: dict[str, Any] = {}
+    for shot_seed in shot_seeds:
+        root = out / f"shots-{shot_seed}"
+        models: dict[str, Path] = {}
+        for generation in range(plan.generations):
+            previous = {name: _scored(folder, json.loads((folder / "result.json").read_text()))[0]
+                        for name, folder in models.items()}
+            models = {}
+            for index, template in enumerate(templates):
+                for seed in plan.seeds:
+                    name = f"p{index}-s{seed}"
+                    pseudo = None
+                    if generation > 0:
+                        shots = [cli.config.data.init_args.shots_per_class] * len(cli.model.task.label_names)
+                        pseudo = ipet_training_set([m for n, m in previous.items() if n != name], shots, generation,
+                                                   plan.ipet_share, plan.ipet_scale, _seed_of(shot_seed, generation, index, seed))
+                    folder = root / f"g{generation}" / name
+                    runs.setdefault(shot_seed, {})[f"g{generation}/{name}"] = train_pattern_model(
+                        cli, folder, template, shot_seed, seed, pseudo)
+                    models[name] = folder
+        if plan.stop_after == "patterns":
+            continue
+        runs[shot_seed]["ensemble"] = ensemble_stage(cli, root, models)
+        if plan.stop_after == "ensemble" or not plan.distill:
+            continue
+        runs[shot_seed]["classifier"] = classifier_stage(cli, plan, root, shot_seed)
+    return runs
+
+
+def pet_command(argv: list[str]) -> None:
+    """Parse the recipe, run what is not finished yet, print the table; bad input is one sentence (exit 2)."""
+    try:
+        cli = PetCLI(ClozeModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                     save_config_callback=None, auto_configure_optimizers=False, args=argv,
+                     parser_kwargs={"prog": "lightning-peft pet", "exit_on_error": False,
+                                    "description": (__doc__ or "").split("\n\n")[0]})
+        plan = cli.config_init.pet
+        runs = run(cli, plan)
+    except (ArgumentError, ValueError, MisconfigurationException) as error:
+        message = _plan_error(error) or _one_sentence(error)
+        if message is None:
+            raise
+        refuse(message)
+    report(runs, Path(plan.output_dir))
+
+
+def _plan_error(error: BaseException | None) -> str | None:
+    """The sentence of a `PetConfigError` behind `error` (jsonargparse wraps errors raised while instantiating)."""
+    while error is not None:
+        if isinstance(error, PetConfigError):
+            return str(error)
+        error = error.__cause__ or error.__context__
+    return None

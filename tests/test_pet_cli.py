@@ -1,0 +1,96 @@
+"""`lightning-peft pet`: pattern models -> ensemble -> distilled classifier (and iPET generations) from one recipe,
+resumable between stages; bad patterns and a changed config are one sentence before anything trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_peft.cli import main
+from tests.tasks.test_cloze_training import LABELS, topics_file  # noqa: F401 - the fixture: 12 short texts per class
+
+PATTERNS = ["{text}\nTopic: {mask}", "Story: {text} It is about {mask}"]
+
+
+def _recipe(tmp_path: Path, data_file: str, **pet) -> Path:
+    recipe = {
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "logger": False, "enable_progress_bar": False,
+                    "enable_model_summary": False, "num_sanity_val_steps": 0, "limit_val_batches": 0},
+        "model": {"class_path": "lightning_peft.modules.ClozeModule", "init_args": {
+            "backbone": "tiny-llama", "alpha": 0.9, "unlabelled_batch_size": 2,
+            "task": {"class_path": "lightning_peft.tasks.ClozeClassification",
+                     "init_args": {"label_words": {"sport": ["football", "sport"], "tech": "technology"}}},
+            "method": {"class_path": "lightning_peft.methods.Lora", "init_args": {"r": 2, "target_modules": ["q_proj"]}}}},
+        "data": {"class_path": "lightning_peft.data.FewShotClassificationData", "init_args": {
+            "dataset": data_file, "label_names": LABELS, "shots_per_class": 2, "val_size": 0, "test_size": 6,
+            "batch_size": 3, "eval_batch_size": 12, "max_length": 24}},
+        "pet": {"patterns": PATTERNS, "output_dir": str(tmp_path / "pet"), "classifier_max_steps": 1, **pet},
+    }
+    path = tmp_path / "pet.yaml"
+    path.write_text("# lightning-peft pet --config pet.yaml\n" + yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err  # (the tiny model's first build may print progress)
+    return errors[0]
+
+
+def test_ipet_stages_resume_and_distil_from_one_command(tmp_path, topics_file, capsys):
+    recipe = _recipe(tmp_path, topics_file, generations=2)
+    out = tmp_path / "pet" / "shots-0"
+    main(["pet", "--config", str(recipe), "--pet.stop_after", "patterns"])
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("g*/p*-s0/**/*") if p.is_file()}
+    assert sorted(p.parent.name for p in out.glob("g*/*/result.json")) == ["p0-s0", "p0-s0", "p1-s0", "p1-s0"]
+    assert not (out / "ensemble.json").exists()  # stopped after the pattern models
+
+    main(["pet", "--config", str(recipe)])  # the same command again: only the stages still missing run
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # no pattern model trained again
+
+    first, second = (json.loads((out / f"g{g}/p0-s0/result.json").read_text()) for g in (0, 1))
+    assert first["train_examples"] == 6 and first["ipet"] is None
+    # generation 1: the 6 shots plus 2 * (5 - 1) pool texts per class, labelled by the one other model
+    assert second["ipet"]["labellers"] == 1  # a class no labeller predicts gets none (reported as short)
+    assert second["train_examples"] == 6 + 8 * (3 - second["ipet"]["short_classes"])
+    ensemble = json.loads((out / "ensemble.json").read_text())
+    assert ensemble["models"] == ["p0-s0", "p1-s0"] and set(ensemble["weights"]) == {"p0-s0", "p1-s0"}
+    saved = [torch.load(out / f"g1/{name}/scores.pt", weights_only=True) for name in ensemble["models"]]
+    weights = torch.tensor([ensemble["weights"][name] for name in ensemble["models"]])
+    weights = weights if weights.sum() > 0 else torch.ones(2)
+    expected = (weights[0] * saved[0]["pool"] + weights[1] * saved[1]["pool"]) / weights.sum()
+    torch.testing.assert_close(torch.load(out / "ensemble.pt", weights_only=True)["soft_labels"], expected)
+    classifier = json.loads((out / "classifier/result.json").read_text())
+    assert 0 <= classifier["test/acc"] <= 1 and classifier["temperature"] == 2.0
+    stages = ["g0 pattern 0", "g0 pattern 1", "g0 all patterns", "g1 pattern 0", "g1 pattern 1", "g1 all patterns",
+              "ensemble", "classifier"]
+    summary = json.loads((tmp_path / "pet/summary.json").read_text())["stages"]
+    assert sorted(summary) == sorted(stages) and summary["g1 all patterns"]["runs"] == 2
+    assert summary["classifier"]["test/f1"]["values"] == [classifier["test/f1"]]
+    table = capsys.readouterr().out.splitlines()[-len(stages):]  # the second run's table, in stage order
+    assert [line.split("  ")[0].strip() for line in table] == stages
+
+    changed = _recipe(tmp_path, topics_file, generations=2, seeds=[0, 1])
+    assert "holds a PET run made with another config" in _refused(capsys, ["pet", "--config", str(changed)])
+
+
+@pytest.mark.parametrize("patterns, match", [
+    (["{text}\nTopic: {mask}", "{text}\nTopic:"], "has 0 answer slots; write {mask} exactly once"),
+    (["Topic: {mask}"], "pet.patterns[0] 'Topic: {mask}' has no {text} slot"),
+    (["{mask}: {text}"], "a causal LM answers with the next token"),
+])
+def test_a_bad_pattern_is_one_sentence_before_anything_trains(tmp_path, topics_file, capsys, patterns, match):
+    recipe = _recipe(tmp_path, topics_file)
+    config = yaml.safe_load(recipe.read_text())
+    config["pet"]["patterns"] = patterns
+    recipe.write_text(yaml.safe_dump(config))
+    assert match in _refused(capsys, ["pet", "--config", str(recipe)])
+    assert not list((tmp_path / "pet").glob("shots-*"))
