@@ -12,10 +12,13 @@ import torch
 import yaml
 
 from lightning_peft.cli import main
+from lightning_peft.cli.rebuild import module_from_checkpoint
+from lightning_peft.inference.loading import load_folder
 from lightning_peft.data import DataConfigError, SetFitData
 from lightning_peft.methods import FullFineTuning, Lora
 from lightning_peft.modules import ContrastiveModule
 from lightning_peft.tasks import TaskConfigError
+from lightning_peft.tasks.setfit import EncoderWithHead
 from tests.helpers import LABELS, write_jsonl
 
 BACKBONE = "tiny-bert"
@@ -78,6 +81,7 @@ def test_the_head_phase_trains_the_head_only(data_file):
 
 
 def test_lora_body_checkpoints_adapter_and_head_and_cli_fit_test_writes_metrics(tmp_path, data_file):
+    """fit + test from a YAML; the checkpoint is adapter + head; its export scores as the checkpoint does."""
     config = {
         "seed_everything": 0, "test_after_fit": True,
         "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
@@ -101,6 +105,14 @@ def test_lora_body_checkpoints_adapter_and_head_and_cli_fit_test_writes_metrics(
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert state and all("lora_" in k or "setfit_head.modules_to_save" in k for k in state), sorted(state)
     assert any("setfit_head" in k for k in state)
+    main(["export", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "adapter")])
+    module, exported = module_from_checkpoint(str(ckpt)), load_folder(tmp_path / "adapter", device="cpu", dtype="float32")
+    module.eval()
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]])  # "[CLS] this is a test [SEP]", "[CLS] hello [SEP]"
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        expected = module.task.scores(module.model, ids, mask)
+        assert torch.allclose(exported.task.scores(exported.model, ids, mask), expected, atol=1e-6)
 
 
 def test_a_decoder_only_backbone_is_refused_before_loading():
@@ -123,3 +135,15 @@ def test_a_single_class_is_refused(tmp_path):
     path.write_text("".join(json.dumps({"text": f"text {i}", "label": "alpha"}) + "\n" for i in range(20)))
     with pytest.raises(DataConfigError, match="only one class"):
         _data(path, val_size=0, test_size=0).label_names
+
+
+def test_a_merged_folder_loads_back_with_its_trained_head(tmp_path):
+    """`lightning-peft merge` writes the head beside the encoder; AutoModel alone would drop it for a random one."""
+    module = _module()
+    module.configure_model()
+    with torch.no_grad():
+        module.model.setfit_head.weight.fill_(0.25)
+    module.export_merged(tmp_path / "merged")
+    loaded = EncoderWithHead.from_pretrained(str(tmp_path / "merged"), num_labels=len(LABELS))
+    assert torch.equal(loaded.setfit_head.weight, torch.full_like(loaded.setfit_head.weight, 0.25))
+    assert "pooler" not in dict(loaded.named_children()) or loaded.pooler is None  # unused, and random in a masked-LM folder

@@ -10,6 +10,7 @@ regression fitted by gradient steps (setfit's "differentiable head") instead of 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -28,7 +29,9 @@ class EncoderWithHead:
 
     The head is a submodule named `HEAD_NAME`, so the task declares it in `head_modules` like a
     sequence classifier's `classifier`: it is left out of the base's fingerprint and trained in full
-    (peft's `modules_to_save` when the body trains through LoRA).
+    (peft's `modules_to_save` when the body trains through LoRA). A folder written by
+    `lightning-peft merge` holds the trained head beside the encoder's weights; `AutoModel` ignores
+    those keys, so they are read back here (a plain encoder folder has none: the head starts random).
     """
 
     @staticmethod
@@ -36,8 +39,29 @@ class EncoderWithHead:
         from transformers import AutoModel
 
         encoder = AutoModel.from_pretrained(path, **kwargs)
-        encoder.add_module(HEAD_NAME, nn.Linear(encoder.config.hidden_size, num_labels))
+        if "pooler" in dict(encoder.named_children()):
+            # BERT-style [CLS] pooler: unused by sentence embeddings, and random when the folder has none
+            # (a masked-LM checkpoint), which would change the base's fingerprint at every load.
+            encoder.pooler = None  # what `add_pooling_layer=False` builds
+        head = nn.Linear(encoder.config.hidden_size, num_labels)
+        saved = saved_head(path)
+        if saved is not None:
+            head.load_state_dict(saved)
+        encoder.add_module(HEAD_NAME, head.to(encoder.dtype))
         return encoder
+
+
+def saved_head(folder: str) -> dict[str, torch.Tensor] | None:
+    """The `HEAD_NAME.*` tensors of a merged folder's safetensors files, without the prefix; None when there are none."""
+    from safetensors import safe_open
+
+    prefix = HEAD_NAME + "."
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as weights:
+            names = [name for name in weights.keys() if name.startswith(prefix)]
+            if names:
+                return {name[len(prefix):]: weights.get_tensor(name) for name in names}
+    return None
 
 
 def sentence_embeddings(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling, normalize: bool) -> torch.Tensor:
