@@ -115,6 +115,10 @@ def test_german_is_a_transform_by_name(german_dir, monkeypatch):
     german = get_transform("german")
     assert isinstance(german, T.DictionaryTranslation) and german.name == "german"
     assert german.forward("the door") == "das Tür"
+    from lightning_peft.callbacks import ConjugatePromptEval
+
+    callback = ConjugatePromptEval(transforms=["german"], num_prompts=2, tokenizer="tiny-llama")
+    assert [t.name for t in callback.transforms] == ["original", "german"]
 
 
 def test_word_tables_handle_letters_outside_ascii():
