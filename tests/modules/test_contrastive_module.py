@@ -15,7 +15,7 @@ from lightning_peft.cli import main
 from lightning_peft.cli.rebuild import module_from_checkpoint
 from lightning_peft.inference.loading import load_folder
 from lightning_peft.data import DataConfigError, SetFitData
-from lightning_peft.methods import FullFineTuning, Lora
+from lightning_peft.methods import FullFineTuning
 from lightning_peft.modules import ContrastiveModule
 from lightning_peft.tasks import TaskConfigError
 from lightning_peft.tasks.setfit import EncoderWithHead
@@ -63,6 +63,9 @@ def test_training_batches_are_pair_batches_then_shot_batches(data_file):
     assert all(b["phase"] == "body" and b["input_ids"].shape[0] == 2 * b["similarity"].shape[0] for b in body)
     assert sum(int(b["similarity"].sum()) for b in body) == 20  # as many positive pairs as negative ones
     assert all(b["phase"] == "head" for b in head) and sorted(torch.cat([b["labels"] for b in head]).tolist()) == [0] * 4 + [1] * 4
+    data.load_state_dict({"epoch": 0, "batches_processed": 3})  # a run resumed after 3 steps skips them
+    resumed = list(data.train_dataloader())
+    assert len(resumed) == 4 and torch.equal(resumed[0]["input_ids"], batches[3]["input_ids"])
 
 
 def test_a_body_step_changes_the_body_not_the_head(data_file):
