@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +225,13 @@ def run(cli: PetCLI, plan: PetPlan) -> dict[str, Any]:
 
 def pet_command(argv: list[str]) -> None:
     """Parse the recipe, run what is not finished yet, print the table; bad input is one sentence (exit 2)."""
+    command_line, sys.argv = sys.argv, [sys.argv[0], *argv]  # LightningCLI reads sys.argv (given args too, it warns)
     try:
         cli = PetCLI(ClozeModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                     save_config_callback=None, auto_configure_optimizers=False, args=argv,
+                     save_config_callback=None, auto_configure_optimizers=False,
                      parser_kwargs={"prog": "lightning-peft pet", "exit_on_error": False,
                                     "description": (__doc__ or "").split("\n\n")[0]})
+        sys.argv = command_line
         plan = cli.config_init.pet
         runs = run(cli, plan)
     except (ArgumentError, ValueError, MisconfigurationException) as error:
@@ -236,6 +239,8 @@ def pet_command(argv: list[str]) -> None:
         if message is None:
             raise
         refuse(message)
+    finally:
+        sys.argv = command_line
     report(runs, Path(plan.output_dir))
 
 
