@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
 
 from lightning_peft.cli import main
+from lightning_peft.cli.pet import PetCLI
+from lightning_peft.modules import ClozeModule
 from tests.tasks.test_cloze_training import LABELS, topics_file  # noqa: F401 - the fixture: 12 short texts per class
 
 PATTERNS = ["{text}\nTopic: {mask}", "Story: {text} It is about {mask}"]
@@ -94,3 +97,12 @@ def test_a_bad_pattern_is_one_sentence_before_anything_trains(tmp_path, topics_f
     recipe.write_text(yaml.safe_dump(config))
     assert match in _refused(capsys, ["pet", "--config", str(recipe)])
     assert not list((tmp_path / "pet").glob("shots-*"))
+
+
+def test_each_run_is_built_from_the_recipe_not_from_the_run_before(tmp_path, topics_file):
+    cli = PetCLI(ClozeModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                 save_config_callback=None, args=["--config", str(_recipe(tmp_path, topics_file))])
+    cli.build(tmp_path / "classifier", "{text}", shot_seed=1, seed=0, max_steps=7)
+    assert cli.trainer.max_steps == 7 and cli.datamodule.template == "{text}" and cli.datamodule.shot_seed == 1
+    cli.build(tmp_path / "p0", "{text} Topic:", shot_seed=0, seed=0)
+    assert cli.trainer.max_steps == 1 and cli.datamodule.template == "{text} Topic:" and cli.datamodule.shot_seed == 0

@@ -29,7 +29,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -55,9 +55,13 @@ class PetCLI(LightningPeftCLI):
         super().add_arguments_to_parser(parser)
         parser.add_class_arguments(PetPlan, "pet")
 
+    recipe: Namespace | None = None  # the config as parsed; each run's changes are made to a copy of it
+
     def build(self, root: Path, template: str, shot_seed: int, seed: int, max_steps: int | None = None) -> None:
         """Instantiate model, data and trainer anew for one run in `root` (its own pattern and draw of shots)."""
-        config = self.config
+        if self.recipe is None:
+            self.recipe = self.config.clone()
+        config = self.config = self.recipe.clone()
         config.data.init_args.template, config.data.init_args.shot_seed = template, shot_seed
         config.trainer.default_root_dir = str(root)
         if max_steps is not None:
