@@ -14,7 +14,7 @@ import yaml
 from lightning_peft.cli import main
 from lightning_peft.cli.rebuild import module_from_checkpoint
 from lightning_peft.inference.loading import load_folder
-from lightning_peft.data import DataConfigError, SetFitData
+from lightning_peft.data import ClassificationData, DataConfigError, SetFitData
 from lightning_peft.methods import FullFineTuning
 from lightning_peft.modules import ContrastiveModule
 from lightning_peft.tasks import TaskConfigError
@@ -150,3 +150,9 @@ def test_a_merged_folder_loads_back_with_its_trained_head(tmp_path):
     loaded = EncoderWithHead.from_pretrained(str(tmp_path / "merged"), num_labels=len(LABELS))
     assert torch.equal(loaded.setfit_head.weight, torch.full_like(loaded.setfit_head.weight, 0.25))
     assert "pooler" not in dict(loaded.named_children()) or loaded.pooler is None  # unused, and random in a masked-LM folder
+
+
+def test_data_without_setfit_batches_is_refused_at_setup(data_file):
+    data = ClassificationData(str(data_file), tokenizer=BACKBONE, label_names=LABELS, val_size=8, test_size=8, max_length=16)
+    with pytest.raises(TaskConfigError, match="use lightning_peft.data.SetFitData"):
+        _fit(_module(), data, max_steps=1)

@@ -19,7 +19,7 @@ from jsonargparse import lazy_instance
 from torch import nn
 
 from .. import zoo
-from ..data.setfit import BODY
+from ..data.setfit import BODY, SetFitData
 from ..methods import Adapted, FullFineTuning, PeftMethod, SelectiveMethod
 from ..tasks import TaskConfigError
 from ..tasks.setfit import HEAD_NAME, SetFitClassification
@@ -77,7 +77,7 @@ class ContrastiveModule(FineTuneModule):
             peft adapter (PeftMethod) such as Lora(target_modules=[query, key, value]).
         head_lr: Learning rate of the head (setfit's `head_learning_rate`, 1e-2); the optimizer's lr is the
             body's (setfit's `body_learning_rate`, 2e-5).
-        **kwargs: Everything else of `FineTuneModule` (backbone, optimizer, group_lr, ...).
+        **kwargs: Everything else of `FineTuneModule` (optimizer, group_lr, lr_scheduler, ...).
     """
 
     def __init__(
@@ -97,13 +97,19 @@ class ContrastiveModule(FineTuneModule):
     def adapt(self, base: nn.Module) -> Adapted:
         return with_head_group(super().adapt(base))
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not isinstance(self.trainer.datamodule, SetFitData):
+            raise TaskConfigError(
+                f"{type(self).__name__} trains on SetFit's pair and shot batches, which "
+                f"{type(self.trainer.datamodule).__name__} does not make; use lightning_peft.data.SetFitData.")
+        super().setup(stage)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        size = batch["labels"].shape[0] if batch["phase"] != BODY else batch["similarity"].shape[0]
         if batch["phase"] == BODY:
-            output = self.task.pair_step(self.model, batch)
+            output, size = self.task.pair_step(self.model, batch), batch["similarity"].shape[0]
         else:
             with eval_mode(self.model):
-                output = self.task.head_step(self.model, batch)
+                output, size = self.task.head_step(self.model, batch), batch["labels"].shape[0]
         self.log(f"train/{batch['phase']}_loss", output.loss, prog_bar=True, batch_size=size)
         self.log("train/loss", output.loss, batch_size=size)
         return output.loss
