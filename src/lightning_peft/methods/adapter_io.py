@@ -115,11 +115,15 @@ def copy_into(model: nn.Module, saved: dict[str, torch.Tensor], expected: set[st
             parameters[name].copy_(saved[name])
 
 
+def renamed(name: str, role: str, to: str) -> str:
+    """A parameter name with the adapter of `role` in its stack renamed to `to` (other names unchanged)."""
+    return name.replace(f".{SLOT}.{role}.", f".{SLOT}.{to}.", 1)
+
+
 def read_weights(folder: Path, role: str = TRAINED, adapters_only: bool = False) -> dict[str, torch.Tensor]:
     """The folder's tensors, its trained adapter renamed to `role`; with `adapters_only`, without heads."""
-    source, target = f".{SLOT}.{TRAINED}.", f".{SLOT}.{role}."
     tensors = load_file(str(folder / WEIGHTS_NAME))
-    return {name.replace(source, target): t for name, t in tensors.items() if not adapters_only or source in name}
+    return {renamed(name, TRAINED, role): t for name, t in tensors.items() if not adapters_only or f".{SLOT}.{TRAINED}." in name}
 
 
 def write_adapter(folder: Path, spec: AdapterSpec, tensors: dict[str, torch.Tensor]) -> None:

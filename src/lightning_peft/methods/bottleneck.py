@@ -155,7 +155,7 @@ class BottleneckAdapter(AdapterMethod):
             raise MethodConfigError("BottleneckAdapter.export needs the model this method's apply() returned; apply it first.")
         io.write_adapter(folder, self._spec, {n: p for n, p in model.named_parameters() if n in self._exported})
         if self.language_adapter:
-            language = {n.replace(f".{io.LANGUAGE}.", f".{io.TRAINED}.", 1): p for n, p in role_parameters(model, io.LANGUAGE).items()}
+            language = {io.renamed(n, io.LANGUAGE, io.TRAINED): p for n, p in role_parameters(model, io.LANGUAGE).items()}
             io.write_adapter(folder / io.LANGUAGE_FOLDER, io.read_spec(self.language_adapter, "language_adapter"), language)
 
     def load(self, base: nn.Module, folder: str | Path) -> nn.Module:
