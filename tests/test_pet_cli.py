@@ -57,6 +57,7 @@ def test_ipet_stages_resume_and_distil_from_one_command(tmp_path, topics_file, c
     assert not (out / "ensemble.json").exists()  # stopped after the pattern models
 
     main(["pet", "--config", str(recipe)])  # the same command again: only the stages still missing run
+    printed = capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # no pattern model trained again
 
     first, second = (json.loads((out / f"g{g}/p0-s0/result.json").read_text()) for g in (0, 1))
@@ -73,12 +74,18 @@ def test_ipet_stages_resume_and_distil_from_one_command(tmp_path, topics_file, c
     torch.testing.assert_close(torch.load(out / "ensemble.pt", weights_only=True)["soft_labels"], expected)
     classifier = json.loads((out / "classifier/result.json").read_text())
     assert 0 <= classifier["test/acc"] <= 1 and classifier["temperature"] == 2.0
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"text": "sport story 40"}\n{"text": "tech story 41"}\n')
+    main(["predict", "--adapter", str(out / "classifier/adapter"), "--input", str(records),
+          "--output", str(tmp_path / "predicted.jsonl")])  # the distilled classifier as a user applies it
+    predicted = [json.loads(line) for line in (tmp_path / "predicted.jsonl").read_text().splitlines()]
+    assert [p["label"] in LABELS and set(p["probabilities"]) == set(LABELS) for p in predicted] == [True, True]
     stages = ["g0 pattern 0", "g0 pattern 1", "g0 all patterns", "g1 pattern 0", "g1 pattern 1", "g1 all patterns",
               "ensemble", "classifier"]
     summary = json.loads((tmp_path / "pet/summary.json").read_text())["stages"]
     assert sorted(summary) == sorted(stages) and summary["g1 all patterns"]["runs"] == 2
     assert summary["classifier"]["test/f1"]["values"] == [classifier["test/f1"]]
-    table = capsys.readouterr().out.splitlines()[-len(stages):]  # the second run's table, in stage order
+    table = printed.splitlines()[-len(stages):]  # the second run's table, in stage order
     assert [line.split("  ")[0].strip() for line in table] == stages
 
     changed = _recipe(tmp_path, topics_file, generations=2, seeds=[0, 1])

@@ -11,7 +11,8 @@ and stage writes into its own folder under `pet.output_dir`:
     shots-<s>/g<g>/p<i>-s<seed>/   a pattern model: Lightning's run folder, scores.pt (its class scores on the
                                    pool and the test split), result.json (test metrics; written last)
     shots-<s>/ensemble.json, ensemble.pt      the weighted ensemble's test metrics and the pool's soft labels
-    shots-<s>/classifier/         the distilled sequence classifier (result.json written last)
+    shots-<s>/classifier/         the distilled sequence classifier: its run folder, adapter/ (peft export
+                                  for `lightning-peft predict --adapter`), result.json (written last)
     summary.json                  every figure of the table printed at the end (mean ± std over runs)
 
 A folder whose result file exists is not trained again, so the command resumes between stages.
@@ -157,8 +158,13 @@ def classifier_stage(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int) -> 
         raise PetConfigError(f"The pool of {root} differs from this config's (dataset, splits or shots changed); "
                              "use a new pet.output_dir.")
     data.train_on_soft_labels(saved["soft_labels"])
+    # What its export's card records, so that `lightning-peft predict --adapter` rebuilds the classifier
+    student.specs = {"task": {"class_path": f"{DistillationClassification.__module__}.DistillationClassification",
+                              "init_args": {"temperature": plan.temperature}},
+                     **{k: v for k, v in cloze.specs.items() if k == "method"}}
     trainer.fit(student, datamodule=data)
     trainer.test(student, datamodule=data, verbose=False)
+    student.export(folder / "adapter", _metrics(trainer))
     result = {"template": plan.classifier_template, "temperature": plan.temperature, **_metrics(trainer)}
     write_json_atomic(folder / "result.json", result)
     return result
