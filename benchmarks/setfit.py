@@ -8,7 +8,9 @@ SetFit with a few shots per class comes within a few points of fine-tuning on th
 Three arms, scored on the same seeded test split (`ClassificationData`'s, split_seed 42):
 
 - `ours`: ContrastiveModule + SetFitData (8 shots per class drawn with shot_seed = seed; oversampling
-  pairs, 1 body epoch at lr 2e-5, batch 16; linear head 16 passes, batch 2, lr 1e-2).
+  pairs, 1 body epoch at lr 2e-5, batch 16), then the logistic-regression head (scikit-learn's objective,
+  C=1, L-BFGS) on all shots: setfit's default head.
+- `ours_gradient`: the same with setfit's differentiable head instead (16 passes, batch 2, lr 1e-2).
 - `setfit`: the `setfit` library 1.2 (logistic-regression head, its defaults otherwise) on the very
   same shot texts and seed, in its own virtual environment (`setfit_reference.py`), because it is a
   reference, not a dependency. Make that environment once:
@@ -67,16 +69,18 @@ def _timed_fit_and_test(module: L.LightningModule, data: L.LightningDataModule, 
     return {"acc": scores["test/acc"], "f1": scores["test/f1"], "train_seconds": seconds, "steps": trainer.global_step}
 
 
-def setfit_data(dataset: str, seed: int, shots: int, max_length: int) -> SetFitData:
+def setfit_data(dataset: str, seed: int, shots: int, max_length: int, gradient_head: bool = False) -> SetFitData:
+    head = dict(head_batch_size=2, head_epochs=16) if gradient_head else dict(head_batch_size=None, head_epochs=1)
     return SetFitData(dataset, tokenizer=BACKBONE, shots_per_class=shots, shot_seed=seed, max_length=max_length,
-                      batch_size=SETTINGS["batch_size"], head_batch_size=2, head_epochs=16,
-                      sampling_strategy=SETTINGS["sampling_strategy"], **SPLITS[dataset])
+                      batch_size=SETTINGS["batch_size"], sampling_strategy=SETTINGS["sampling_strategy"],
+                      **head, **SPLITS[dataset])
 
 
-def run_ours(dataset: str, seed: int, shots: int, max_length: int) -> dict[str, float]:
+def run_ours(dataset: str, seed: int, shots: int, max_length: int, gradient_head: bool = False) -> dict[str, float]:
     L.seed_everything(seed)
-    data = setfit_data(dataset, seed, shots, max_length)
+    data = setfit_data(dataset, seed, shots, max_length, gradient_head)
     module = ContrastiveModule(backbone=BACKBONE, method=FullFineTuning(), label_names=data.label_names,
+                               head_fit="gradient" if gradient_head else "logistic_regression",
                                head_lr=SETTINGS["head_lr"], optimizer=partial(torch.optim.AdamW, lr=SETTINGS["body_lr"]))
     return _timed_fit_and_test(module, data, max_epochs=1)
 
@@ -140,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="sms_spam", choices=sorted(SPLITS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=["ours", "setfit", "full"], choices=["ours", "setfit", "full"])
+    parser.add_argument("--arms", nargs="+", default=["ours", "setfit", "full"], choices=["ours", "ours_gradient", "setfit", "full"])
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--max_length", type=int, default=256, help="all-MiniLM-L6-v2's max_seq_length")
     parser.add_argument("--full_epochs", type=int, default=1)
@@ -151,8 +155,8 @@ def main() -> None:
         for arm in args.arms:
             if arm == "full" and seed not in args.seeds[: args.full_seeds]:
                 continue
-            if arm == "ours":
-                run = run_ours(args.dataset, seed, args.shots, args.max_length)
+            if arm in ("ours", "ours_gradient"):
+                run = run_ours(args.dataset, seed, args.shots, args.max_length, gradient_head=arm == "ours_gradient")
             elif arm == "setfit":
                 run = run_setfit(args.dataset, seed, args.shots, args.max_length)
             else:

@@ -77,10 +77,18 @@ def test_a_body_step_changes_the_body_not_the_head(data_file):
     assert set(module.groups) == {"model", "head"} and set(module.groups["head"]) == {"setfit_head.weight", "setfit_head.bias"}
 
 
-def test_the_head_phase_trains_the_head_only(data_file):
-    module = _module()
-    before = _fit(module, _data(data_file, body_epochs=0), max_steps=2)
+def test_the_head_phase_trains_the_head_only_to_the_logistic_regression_optimum(data_file):
+    """Default head: scikit-learn's LogisticRegression objective (C=1), fitted with L-BFGS on all shots at once."""
+    module, data = _module(), _data(data_file, body_epochs=0, head_batch_size=None)
+    before = _fit(module, data, max_steps=1)
     assert _changed(module, before) == {"setfit_head.weight", "setfit_head.bias"}
+    (batch,) = list(data.train_dataloader())
+    module.eval()
+    embeddings = module.task.embed(module.model, batch["input_ids"], batch["attention_mask"]).detach()
+    head = module.model.setfit_head
+    objective = torch.nn.functional.cross_entropy(head(embeddings), batch["labels"], reduction="sum") + 0.5 * (head.weight ** 2).sum()
+    gradients = torch.autograd.grad(objective, [head.weight, head.bias])
+    assert max(float(g.abs().max()) for g in gradients) < 1e-3  # stationary: the optimum of a convex objective
 
 
 def test_lora_body_checkpoints_adapter_and_head_and_cli_fit_test_writes_metrics(tmp_path, data_file):
@@ -90,7 +98,7 @@ def test_lora_body_checkpoints_adapter_and_head_and_cli_fit_test_writes_metrics(
         "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
                     "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run")},
         "model": {"class_path": "lightning_peft.modules.ContrastiveModule", "init_args": {
-            "backbone": BACKBONE, "head_lr": 0.05,
+            "backbone": BACKBONE, "head_fit": "gradient", "head_lr": 0.05,
             "method": {"class_path": "lightning_peft.methods.Lora",
                        "init_args": {"r": 4, "target_modules": ["query", "key", "value"]}},
             "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}}}},

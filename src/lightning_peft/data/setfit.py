@@ -88,8 +88,10 @@ class SetFitData(FewShotClassificationData):
         sampling_strategy: "oversampling" (setfit 1.x's default), "undersampling" or "unique" (`data/pairs.py`).
         body_epochs: Passes over the pairs (setfit's `num_epochs[0]`, default 1); 0 skips contrastive
             training (a frozen-encoder baseline).
-        head_epochs: Passes over the shots for the head (setfit's differentiable head: `num_epochs[1]`, 16).
-        head_batch_size: Shots per head batch (setfit's `batch_size[1]`, 2). `batch_size` is the pair batch (16).
+        head_epochs: Passes over the shots for the head: 1 for a logistic-regression head (fitted to convergence on
+            its batch); setfit's differentiable head makes 16 (`num_epochs[1]`).
+        head_batch_size: Shots per head batch; null: all shots in one batch (what a logistic regression is fitted
+            on); setfit's differentiable head takes 2 (`batch_size[1]`). `batch_size` is the pair batch (16).
         pair_seed: Seed of the pair order and of both phases' shuffles; default `shot_seed`.
         **kwargs: Everything else of `FewShotClassificationData` (dataset, shots_per_class, shot_seed, template,
             max_length, batch_size, val_size, test_size, split_seed, ...).
@@ -97,12 +99,12 @@ class SetFitData(FewShotClassificationData):
 
     def __init__(self, dataset: Union[str, Any] = "sms_spam", shots_per_class: int = 8,
                  num_iterations: Optional[int] = None, sampling_strategy: SamplingStrategy = "oversampling",
-                 body_epochs: int = 1, head_epochs: int = 16, head_batch_size: int = 2,
+                 body_epochs: int = 1, head_epochs: int = 1, head_batch_size: Optional[int] = None,
                  pair_seed: Optional[int] = None, **kwargs: Any) -> None:
         check_sampling(sampling_strategy, num_iterations)
         self.body_epochs = _count("body_epochs", body_epochs, 0)
         self.head_epochs = _count("head_epochs", head_epochs, 1)
-        self.head_batch_size = _count("head_batch_size", head_batch_size, 1)
+        self.head_batch_size = None if head_batch_size is None else _count("head_batch_size", head_batch_size, 1)
         if pair_seed is not None:
             _count("pair_seed", pair_seed, 0)
         super().__init__(dataset, shots_per_class=shots_per_class, **kwargs)
@@ -122,7 +124,8 @@ class SetFitData(FewShotClassificationData):
         rng = random.Random(self.pair_seed)
         pairs, shots = range(len(self.pairs)), range(len(self.pairs), len(self.pairs) + len(self.datasets["train"]))
         body = [batch for _ in range(self.body_epochs) for batch in _batches(list(pairs), self.batch_size, rng)]
-        head = [batch for _ in range(self.head_epochs) for batch in _batches(list(shots), self.head_batch_size, rng)]
+        size = self.head_batch_size or len(shots)
+        head = [batch for _ in range(self.head_epochs) for batch in _batches(list(shots), size, rng)]
         return body + head
 
     @property

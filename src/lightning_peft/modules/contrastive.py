@@ -12,7 +12,7 @@ trains plus the head, as for every module.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Literal, Optional, Union
 
 import torch
 from jsonargparse import lazy_instance
@@ -75,8 +75,13 @@ class ContrastiveModule(FineTuneModule):
         task: SetFitClassification (pooling and normalisation of the encoder's embeddings).
         method: How the body trains: FullFineTuning (SetFit's default) or another SelectiveMethod, or a
             peft adapter (PeftMethod) such as Lora(target_modules=[query, key, value]).
-        head_lr: Learning rate of the head (setfit's `head_learning_rate`, 1e-2); the optimizer's lr is the
-            body's (setfit's `body_learning_rate`, 2e-5).
+        head_fit: "logistic_regression" (SetFit's default head): each head batch fits the head to convergence
+            with L-BFGS (scikit-learn's objective; give it all shots in one batch: SetFitData's head_batch_size
+            null, head_epochs 1); "gradient" (setfit's differentiable head): an optimizer step per head batch
+            at `head_lr`.
+        head_c: Inverse L2 strength of the logistic regression (scikit-learn's C, default 1.0).
+        head_lr: Learning rate of the head with head_fit "gradient" (setfit's `head_learning_rate`, 1e-2); the
+            optimizer's lr is the body's (setfit's `body_learning_rate`, 2e-5).
         **kwargs: Everything else of `FineTuneModule` (optimizer, group_lr, lr_scheduler, ...).
     """
 
@@ -85,14 +90,19 @@ class ContrastiveModule(FineTuneModule):
         backbone: str = "minilm-l6",
         task: SetFitClassification = lazy_instance(SetFitClassification),
         method: Union[SelectiveMethod, PeftMethod] = lazy_instance(FullFineTuning),
+        head_fit: Literal["logistic_regression", "gradient"] = "logistic_regression",
+        head_c: float = 1.0,
         head_lr: float = 1e-2,
         **kwargs: Any,
     ) -> None:
-        if not head_lr > 0:
-            raise TaskConfigError(f"head_lr={head_lr} must be a positive learning rate (SetFit uses 1e-2).")
+        if not head_lr > 0 or not head_c > 0:
+            raise TaskConfigError(f"head_lr={head_lr} and head_c={head_c} must be positive (SetFit uses 1e-2 and 1.0).")
+        if head_fit not in ("logistic_regression", "gradient"):
+            raise TaskConfigError(f"head_fit={head_fit!r} is not 'logistic_regression' or 'gradient'.")
         check_encoder(backbone)
         super().__init__(backbone=backbone, task=task, method=method, **kwargs)
         self.group_lr = {HEAD_GROUP: head_lr, **self.group_lr}
+        self.head_fit, self.head_c = head_fit, head_c
 
     def adapt(self, base: nn.Module) -> Adapted:
         return with_head_group(super().adapt(base))
@@ -104,12 +114,17 @@ class ContrastiveModule(FineTuneModule):
                 f"{type(self.trainer.datamodule).__name__} does not make; use lightning_peft.data.SetFitData.")
         super().setup(stage)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Optional[torch.Tensor]:
+        """Body batches: the pair loss, for the optimizer. Head batches: the head's loss for the optimizer
+        ("gradient"), or None after fitting the head in place ("logistic_regression": Lightning then skips
+        the optimizer step, so nothing else moves)."""
         if batch["phase"] == BODY:
             output, size = self.task.pair_step(self.model, batch), batch["similarity"].shape[0]
         else:
+            size = batch["labels"].shape[0]
             with eval_mode(self.model):
-                output, size = self.task.head_step(self.model, batch), batch["labels"].shape[0]
+                output = (self.task.head_step(self.model, batch) if self.head_fit == "gradient"
+                          else self.task.fit_logistic_regression(self.model, batch, self.head_c))
         self.log(f"train/{batch['phase']}_loss", output.loss, prog_bar=True, batch_size=size)
         self.log("train/loss", output.loss, batch_size=size)
-        return output.loss
+        return None if batch["phase"] != BODY and self.head_fit == "logistic_regression" else output.loss

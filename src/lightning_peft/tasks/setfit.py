@@ -132,6 +132,33 @@ class SetFitClassification(_Classification):
         first, second = self.embed(model, batch["input_ids"], batch["attention_mask"]).chunk(2)
         return TaskOutput(loss=cosine_similarity_loss(first, second, batch["similarity"]))
 
+    def fit_logistic_regression(self, model: nn.Module, batch: dict[str, torch.Tensor], c: float = 1.0,
+                                max_iter: int = 100) -> TaskOutput:
+        """Head phase, SetFit's default head: fit the head to convergence on the batch's embeddings (body frozen).
+
+        scikit-learn's `LogisticRegression()` objective in its multinomial form, minimised with L-BFGS
+        (its default solver, `max_iter=100`): C * sum_i CE(W x_i + b, y_i) + ||W||^2 / 2 (the bias is not
+        penalised). Warm-starts from the head's current weights; the gradients it leaves are cleared.
+        """
+        with torch.no_grad():
+            embeddings = self.embed(model, batch["input_ids"], batch["attention_mask"]).float()
+        head = self.head(model)
+        trained = [parameter for parameter in head.parameters() if parameter.requires_grad]
+        weights = [parameter for parameter in trained if parameter.dim() > 1]
+        solver = torch.optim.LBFGS(trained, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def objective() -> torch.Tensor:
+            solver.zero_grad()
+            loss = c * F.cross_entropy(head(embeddings), batch["labels"], reduction="sum")
+            loss = loss + 0.5 * sum((weight.float() ** 2).sum() for weight in weights)
+            loss.backward()
+            return loss
+
+        solver.step(objective)
+        solver.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            return self._output(head(embeddings), batch["labels"])
+
     def head_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
         """Head phase: cross-entropy of the head on embeddings of the frozen body (no gradient reaches it)."""
         with torch.no_grad():
