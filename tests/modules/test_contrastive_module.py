@@ -164,3 +164,13 @@ def test_data_without_setfit_batches_is_refused_at_setup(data_file):
     data = ClassificationData(str(data_file), tokenizer=BACKBONE, label_names=LABELS, val_size=8, test_size=8, max_length=16)
     with pytest.raises(TaskConfigError, match="use lightning_peft.data.SetFitData"):
         _fit(_module(), data, max_steps=1)
+
+
+def test_the_cli_refuses_a_decoder_only_backbone_with_exit_status_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "encoders" / "setfit_sms_spam.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(recipe), "--model.init_args.backbone", "smollm2-135m"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(errors) == 1 and "not one" in errors[0] and "minilm-l6" in errors[0]
+    assert not list(tmp_path.rglob("*.ckpt"))
