@@ -86,7 +86,7 @@ def test_the_head_phase_trains_the_head_only_to_the_logistic_regression_optimum(
     module.eval()
     embeddings = module.task.embed(module.model, batch["input_ids"], batch["attention_mask"]).detach()
     head = module.model.setfit_head
-    objective = torch.nn.functional.cross_entropy(head(embeddings), batch["labels"], reduction="sum") + 0.5 * (head.weight ** 2).sum()
+    objective = torch.nn.functional.cross_entropy(head(embeddings), batch["labels"], reduction="sum") + (head.weight ** 2).sum()  # two classes
     gradients = torch.autograd.grad(objective, [head.weight, head.bias])
     assert max(float(g.abs().max()) for g in gradients) < 1e-3  # stationary: the optimum of a convex objective
 

@@ -136,21 +136,24 @@ class SetFitClassification(_Classification):
                                 max_iter: int = 100) -> TaskOutput:
         """Head phase, SetFit's default head: fit the head to convergence on the batch's embeddings (body frozen).
 
-        scikit-learn's `LogisticRegression()` objective in its multinomial form, minimised with L-BFGS
-        (its default solver, `max_iter=100`): C * sum_i CE(W x_i + b, y_i) + ||W||^2 / 2 (the bias is not
-        penalised). Warm-starts from the head's current weights; the gradients it leaves are cleared.
+        scikit-learn's `LogisticRegression()` objective, minimised with L-BFGS (its default solver,
+        `max_iter=100`): C * sum_i CE(W x_i + b, y_i) + ||W||^2 / 2, the bias not penalised. For two
+        classes scikit-learn fits one vector w with ||w||^2 / 2; our two rows w0, w1 reach the same
+        optimum (w1 = -w0 = w / 2) when their penalty is ||W||^2, so that is the weight used there.
+        Warm-starts from the head's current weights; the gradients it leaves are cleared.
         """
         with torch.no_grad():
             embeddings = self.embed(model, batch["input_ids"], batch["attention_mask"]).float()
         head = self.head(model)
         trained = [parameter for parameter in head.parameters() if parameter.requires_grad]
         weights = [parameter for parameter in trained if parameter.dim() > 1]
+        penalty = 1.0 if len(self.label_names) == 2 else 0.5
         solver = torch.optim.LBFGS(trained, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
         def objective() -> torch.Tensor:
             solver.zero_grad()
             loss = c * F.cross_entropy(head(embeddings), batch["labels"], reduction="sum")
-            loss = loss + 0.5 * sum((weight.float() ** 2).sum() for weight in weights)
+            loss = loss + penalty * sum((weight.float() ** 2).sum() for weight in weights)
             loss.backward()
             return loss
 
