@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import shutil
 import sys
 from importlib.util import find_spec
@@ -47,6 +46,7 @@ from .ckpt_settings import check_settings
 from .evaluate import evaluate_command
 from .export import export_command, merge_command
 from .generate import chat_command, generate_command
+from .parse_errors import condense
 from .predict import predict_command
 from .refuse import refuse
 from .run_config import RunConfig
@@ -303,29 +303,6 @@ def _user_error(error: BaseException) -> BaseException | None:
     return None
 
 
-def _condense(message: str) -> str:
-    """One line from jsonargparse's multi-line parse error, keeping what names the problem."""
-    unknown = re.search(r"Option '([^']+)' is not accepted", message)
-    if unknown:
-        key = re.search(r'Parser key "([^"]+)"', message)
-        where = f" under {key.group(1)}" if key else ""
-        return (f"unknown option {unknown.group(1)!r}{where}; check its spelling against "
-                "`lightning-peft fit --help` (or --model.help / --data.help <class_path>).")
-    boolean = re.search(r"Expected a <class 'str'>\.\s*Got value: (True|False)", message)
-    if boolean:
-        keys = re.findall(r'Parser key "([^"]+)"', message)
-        return (f"{keys[-1] if keys else 'an option'} got the boolean {boolean.group(1)} where text is expected: YAML "
-                "reads unquoted yes/no/on/off/true/false as booleans; quote them (e.g. ['yes', 'no']).")
-    structure = re.search(r"Parser key \"([^\"]+)\":\s*Expected a <class 'str'>\.\s*Got value: ([{\[].*)", message)
-    if structure:
-        key, value = structure.group(1), structure.group(2).strip()[:80]
-        return (f"{key} was read as YAML structure ({value}) where text is expected: a ': ' or brackets in the value "
-                f"make YAML see a mapping or list; set it in a --config file in quotes ({key}: \"Question: {{text}}\").")
-    noise = ("Given value", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>")
-    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(noise)]
-    return " ".join(lines)
-
-
 def _raised_by_lightning(error: BaseException) -> bool:
     """Whether `error` was raised in Lightning's own code (its checks of trainer arguments are one-line sentences)."""
     traceback = error.__traceback__
@@ -340,7 +317,7 @@ def _one_sentence(error: BaseException) -> str | None:
     if ours is not None:
         return str(ours)
     if isinstance(error, ArgumentError):
-        return _condense(str(error))
+        return condense(str(error))
     if isinstance(error, MisconfigurationException | ValueError) and _raised_by_lightning(error):
         return " ".join(str(error).split())
     return None

@@ -6,6 +6,8 @@ what the model offers; checking first lets us name the layers a user can pick fr
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 from .base import MethodConfigError
@@ -30,7 +32,10 @@ def check_targets(model: nn.Module, target_modules: list[str] | str, what: str =
     """Raise `MethodConfigError` if any requested module name does not exist in `model`."""
     if target_modules == ALL_LINEAR:
         return
-    requested = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    if isinstance(target_modules, str):
+        _check_pattern(model, target_modules, what)
+        return
+    requested = list(target_modules)
     leaf_names = {path.rsplit(".", 1)[-1] for path, _ in model.named_modules()}
     paths = {path for path, _ in model.named_modules()}
     missing = [t for t in requested if t not in leaf_names and t not in paths]
@@ -38,4 +43,19 @@ def check_targets(model: nn.Module, target_modules: list[str] | str, what: str =
         raise MethodConfigError(
             f"{what} {missing} not found in {type(model).__name__}; its linear layers are "
             f"{linear_layer_names(model)} (or use '{ALL_LINEAR}')."
+        )
+
+
+def _check_pattern(model: nn.Module, pattern: str, what: str) -> None:
+    """peft reads a single string as a regular expression that must match a module's full name (`re.fullmatch`)."""
+    try:
+        matched = any(re.fullmatch(pattern, path) for path, _ in model.named_modules())
+    except re.error as error:
+        raise MethodConfigError(f"{what} {pattern!r} is not a valid regular expression ({error}); "
+                                "write a list of layer names instead (e.g. [q_proj, v_proj]).") from None
+    if not matched:
+        raise MethodConfigError(
+            f"{what} {pattern!r} is a single string, which peft reads as a regular expression over full module names, "
+            f"and it matches none in {type(model).__name__}; write a list ([{pattern}]), a pattern such as "
+            f"'.*\\.{pattern}', or '{ALL_LINEAR}'."
         )
