@@ -65,6 +65,24 @@ def check_strategy(kind: Quantization | None, strategy: Any) -> None:
         )
 
 
+def keep_4bit_layout(model: torch.nn.Module) -> torch.nn.Module:
+    """Keep bitsandbytes' 4-bit weights in the layout they were quantized in when they run on a CPU; returns `model`.
+
+    bitsandbytes 0.50.2 repacks a `Linear4bit` weight for its AVX512-BF16 kernel at the first CPU forward without
+    gradients (a validation step), rounding the block scales to bfloat16, and `state_dict()`, which Lightning calls at
+    every checkpoint save, unpacks it and quantizes the scales again: each save moved an NF4 base (tiny-llama's
+    logits by 2.6e-3 per call, cumulatively), so a run that saves checkpoints trained on another base than one that
+    does not. Without the repacking, evaluation dequantizes as training does (slower on such CPUs, the same on
+    others; CUDA is unaffected). A no-op for a model without 4-bit layers.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False  # bitsandbytes' switch for the repacking (nn/modules.py)
+    return model
+
+
 def load_kwargs(kind: Quantization | None, compute_dtype: torch.dtype = torch.bfloat16) -> dict:
     """Keyword arguments for `from_pretrained` that load the base quantized (none when `kind` is None)."""
     if kind is None:

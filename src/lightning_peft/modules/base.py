@@ -167,6 +167,8 @@ class FineTuneModule(L.LightningModule):
         base = self.task.auto_class().from_pretrained(
             zoo.resolve(self.backbone), **self.task.model_kwargs(), **quant.load_kwargs(self.quantization), **attention
         )
+        if self.quantization is not None:
+            quant.keep_4bit_layout(base)  # else each checkpoint save moves the base on a CPU (see there)
         # Every weight of the base (a new head's random values excluded); the sampled pre-v2 form too
         # (milliseconds), since once the method is applied it can no longer be computed.
         head = self.task.head_modules(base)
