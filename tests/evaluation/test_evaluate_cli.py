@@ -50,6 +50,20 @@ def test_evaluate_needs_exactly_one_source():
         main(["evaluate"])
 
 
+@pytest.mark.parametrize(("transforms", "says"), [("[original,klingon]", "klingon, which is not a transform"),
+                                                  ("[german]", "apt-get install dict-freedict-eng-deu")])
+def test_a_transform_that_cannot_be_built_is_refused_before_weights_load(transforms, says, tmp_path, monkeypatch, capsys):
+    from lightning_peft.evaluation import translate
+
+    monkeypatch.setattr(translate, "FREEDICT_DIR", tmp_path / "no-dictionaries")  # as on a machine without the package
+    with pytest.raises(SystemExit) as refused:
+        main(["evaluate", "--ckpt_path", str(tmp_path / "missing.ckpt"), "--output_dir", str(tmp_path / "eval"),
+              "--transforms", transforms])
+    assert refused.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert says in line and "\n" not in line and not (tmp_path / "eval").exists()
+
+
 def test_evaluate_is_a_cli_command_and_an_adapter_folder_names_its_base(adapter, tmp_path):
     done = subprocess.run([sys.executable, "-m", "lightning_peft.cli", "evaluate", "--adapter", str(adapter), "--output_dir", str(tmp_path / "eval"), "--icl_prompts", "0", *FAST[:6]],
                           capture_output=True, text=True, timeout=300)

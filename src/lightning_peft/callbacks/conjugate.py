@@ -31,7 +31,8 @@ class ConjugatePromptEval(L.Callback):
         trainer = Trainer(callbacks=[ConjugatePromptEval(transforms=["original", "leetspeak", "pig_latin"])])
 
     Args:
-        transforms: Built-in transforms: "original" (always included), "leetspeak", "pig_latin", "rot13";
+        transforms: Built-in transforms: "original" (always included), "leetspeak", "pig_latin", "rot13",
+            "german" (a FreeDict dictionary translation, prompt and label words; docs/forgetting.md);
             default original, leetspeak and pig_latin.
         translations: Extra conjugates by word table, name -> {english word: translated word}.
         num_prompts: Suite size (tasks alternate between repeat and capitalize).

@@ -24,7 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..evaluation import probes as P
-from ..evaluation.conjugate import conjugate_report, get_transform, icl_accuracy, icl_suite
+from ..evaluation.conjugate import TRANSFORMS, conjugate_report, get_transform, icl_accuracy, icl_suite
+from ..tasks.base import TaskConfigError
 from ..evaluation.plots import plot_comparison
 from ..evaluation.robustness import instruction_robustness
 from .refuse import refuse
@@ -50,7 +51,8 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--num_examples", type=int, default=64, help="Examples per probe task (and per robustness template).")
     parser.add_argument("--icl_prompts", type=int, default=20, help="ICL-vs-instruction suite size (0 skips it).")
     parser.add_argument("--transforms", type=list[str], default=["original", "leetspeak", "pig_latin"],
-                        help="Prompt transforms for the suite: original, leetspeak, pig_latin, rot13.")
+                        help="Prompt transforms for the suite: " + ", ".join(TRANSFORMS)
+                             + " (german needs `apt-get install dict-freedict-eng-deu`; docs/forgetting.md).")
     parser.add_argument("--max_new_tokens", type=int, default=10, help="Greedy decoding length of the suite.")
     parser.add_argument("--robustness", type=bool, default=False,
                         help="Also score accuracy across instruction phrasings: for a checkpoint trained on paraphrased "
@@ -144,10 +146,20 @@ def _stages(args) -> list[str]:
     return ["perplexity, KL and probe tasks"] + ["ICL suite"] * bool(args.icl_prompts) + ["robustness"] * bool(args.robustness)
 
 
+def _transforms(names: list[str]) -> list:
+    """The suite's transforms, built before any weights load so an unknown name or a missing dictionary ends early."""
+    unknown = [name for name in names if name not in TRANSFORMS]
+    if unknown:
+        refuse(f"--transforms names {', '.join(unknown)}, which is not a transform; pick from {', '.join(TRANSFORMS)}.")
+    try:
+        return [get_transform(name) for name in dict.fromkeys(["original", *names])]
+    except TaskConfigError as error:
+        refuse(str(error))
+
+
 def _score(model: nn.Module, loaded: Loaded, probes: P.ForgettingProbes, args, progress, which: str,
-           base_text=None) -> tuple[dict, P.TextStats]:
+           transforms: list, base_text=None) -> tuple[dict, P.TextStats]:
     tokenizer, limit = loaded.tokenizer, loaded.max_tokens
-    transforms = [get_transform(name) for name in dict.fromkeys(["original", *args.transforms])]
     progress.set_description(f"{which}: perplexity, KL and probe tasks")
     measured, stats = probes.measure(model, base=base_text)
     progress.update()
@@ -167,14 +179,15 @@ def _score(model: nn.Module, loaded: Loaded, probes: P.ForgettingProbes, args, p
 
 
 def evaluate(args) -> dict:
+    transforms = _transforms(args.transforms) if args.icl_prompts else []
     loaded = _load(args)
     tasks = tuple(P.ProbeTask(t.dataset, t.template, t.label_words, args.num_examples) for t in P.DEFAULT_PROBE_TASKS)
     probes = P.ForgettingProbes(loaded.tokenizer, num_chunks=args.num_chunks, chunk_tokens=args.chunk_tokens,
                                 top_k=args.top_k, tasks=tasks, max_tokens=loaded.max_tokens)
     with tqdm(total=2 * len(_stages(args)), unit="stage") as progress:  # minutes each on a CPU: show where it is
         with loaded.base() as base_model:
-            base, base_text = _score(base_model, loaded, probes, args, progress, "base")
-        tuned, _ = _score(loaded.model, loaded, probes, args, progress, "tuned", base_text=base_text)
+            base, base_text = _score(base_model, loaded, probes, args, progress, "base", transforms)
+        tuned, _ = _score(loaded.model, loaded, probes, args, progress, "tuned", transforms, base_text=base_text)
     result = {"base": base, "tuned": tuned, "forgetting": P.compare(base, tuned)}
     if args.icl_prompts:
         strip = lambda scores: {k[4:]: v for k, v in scores.items() if k.startswith("icl/")}  # noqa: E731
