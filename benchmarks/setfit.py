@@ -149,7 +149,10 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=256, help="all-MiniLM-L6-v2's max_seq_length")
     parser.add_argument("--full_epochs", type=int, default=1)
     parser.add_argument("--full_seeds", type=int, default=1, help="seeds of the full fine-tuning arm (the first n)")
+    parser.add_argument("--sampling_strategy", default=SETTINGS["sampling_strategy"],
+                        choices=["oversampling", "undersampling", "unique"], help="pairs, for ours and the library alike")
     args = parser.parse_args()
+    SETTINGS["sampling_strategy"] = args.sampling_strategy
     path = RESULTS / f"setfit_{args.dataset}.json"
     for seed in args.seeds:  # seeds outermost: every arm of a seed is done before the next seed starts
         for arm in args.arms:
