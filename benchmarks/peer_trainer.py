@@ -89,7 +89,7 @@ def run(spec: dict, examples: list[dict]) -> dict:
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         examples = [{**e, "attention_mask": [1] * len(e["input_ids"])} for e in examples]
     model = build_model(spec)
-    times = StepTimes(spec["warmup_steps"], spec["steps"])
+    times = StepTimes(spec["warmup_steps"], spec["steps"], spec["profile_steps"])
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = TimedTrainer(model=model, args=training_arguments(spec, output_dir), train_dataset=examples,
                                data_collator=collator, times=times)

@@ -1,6 +1,6 @@
 """Side-by-side training speed: `lightning-peft fit` vs Hugging Face `Trainer` + `peft`.
 
-    python benchmarks/throughput.py                  # CPU defaults: SmolLM2-135M, movie_dialog and trec6 (< 15 min, 2 cores)
+    python benchmarks/throughput.py                  # CPU defaults: SmolLM2-135M, movie_dialog and trec6, fp32 and bf16
     python benchmarks/throughput.py --device gpu     # random-initialised Llama 0.5B and 1B in bf16, long SFT examples
     python benchmarks/throughput.py --variants plain,tricks,packing,chunked,compile,grad_ckpt   # every speed switch
     python benchmarks/throughput.py --backbone tiny-llama --datasets movie_dialog --steps 4 --warmup-steps 1 \\
@@ -33,6 +33,11 @@ lightning-peft picks for packed data), and `tricks` = packing+chunked on a CPU a
 bucketing+chunked on a GPU (see `features_of`). The peer runs `--peer-variants` (default `plain`);
 `--keep-freed-memory` gives both arms' processes the allocator settings of `CpuAllocatorCache`
 through the environment. Ratios are against the peer's plain run and our plain run.
+
+Precision axis (`--precisions`, default fp32,bf16 on a CPU and bf16 on a GPU): every arm runs at each
+precision, ours as `--trainer.precision 32-true` / `bf16-mixed`, the peer with `bf16=False` / `True`
+(both autocast to bfloat16 over fp32 weights). Ratios to the peer are at equal precision; `bf16/fp32`
+is a row's speed over the same arm and variant in fp32.
 Results: benchmarks/results/throughput.json (one section per device), and a printed table.
 """
 
@@ -57,6 +62,7 @@ from lightning_peft.callbacks.cpu_allocator import KEEP_FREED_ENV
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}  # harness name -> our --trainer.precision
 FEATURES = ("packing", "bucketing", "chunked", "compile", "grad_ckpt", "peft_dropout", "no_allocator_cache", "sdpa")
 TREC_TEMPLATE = "Question: {text}\nAnswer type:"
 # ~0.5B and ~1B Llama shapes (SmolLM2's 49,152-token vocabulary, tied embeddings, 64-wide heads).
@@ -168,8 +174,8 @@ def features_of(variant: str, device: str) -> list[str]:
 def ours_config(spec: dict, output: str, root: str) -> dict:
     """The `lightning-peft fit` YAML of a run."""
     features = set(spec["features"])
-    callbacks = [{"class_path": "throughput_clock.StepClock",
-                  "init_args": {"output": output, "warmup_steps": spec["warmup_steps"]}}]
+    callbacks = [{"class_path": "throughput_clock.StepClock", "init_args": {
+        "output": output, "warmup_steps": spec["warmup_steps"], "profile_steps": spec["profile_steps"]}}]
     if spec["throughput_callback"]:
         callbacks.append({"class_path": "lightning_peft.callbacks.throughput.Throughput",
                           "init_args": {"warmup_steps": spec["warmup_steps"], "window": spec["steps"]}})
@@ -180,7 +186,7 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
         "test_after_fit": False,
         "cpu_allocator": {"enabled": "no_allocator_cache" not in features},
         "trainer": {"accelerator": spec["device"], "devices": 1,
-                    "precision": "bf16-mixed" if spec["precision"] == "bf16" else "32-true",
+                    "precision": PRECISIONS[spec["precision"]],
                     "max_steps": spec["steps"], "gradient_clip_val": spec["max_grad_norm"], "logger": False,
                     "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
                     "num_sanity_val_steps": 0, "limit_val_batches": 0, "default_root_dir": root,
@@ -219,7 +225,7 @@ def _environment(threads: int | None, keep_freed_memory: bool = False) -> dict:
 def run_arm(arm: str, spec: dict, examples_file: Path, workdir: Path, threads: int | None,
             keep_freed_memory: bool = False) -> dict:
     """Run one arm in a fresh process and return its result (raises with the process's output on failure)."""
-    tag = f"{arm}-{spec['workload']}-{spec['variant']}-{spec['repeat']}"
+    tag = f"{arm}-{spec['workload']}-{spec['variant']}-{spec['precision']}-{spec['repeat']}"
     output, spec_file = workdir / f"{tag}.result.json", workdir / f"{tag}.spec.json"
     spec_file.write_text(json.dumps(spec))
     if arm == "ours":
@@ -242,7 +248,8 @@ def run_arm(arm: str, spec: dict, examples_file: Path, workdir: Path, threads: i
         raise RuntimeError(f"{tag} failed (exit {process.returncode}):\n{stdout[-3000:]}\n{stderr[-5000:]}")
     result = json.loads(output.read_text())
     return {**result, "arm": arm, "workload": spec["workload"], "variant": spec["variant"],
-            "features": spec["features"], "repeat": spec["repeat"], "process_seconds": time.perf_counter() - started}
+            "precision": spec["precision"], "features": spec["features"], "repeat": spec["repeat"],
+            "process_seconds": time.perf_counter() - started}
 
 
 # -- aggregation ------------------------------------------------------------------------------------
@@ -269,15 +276,20 @@ def flops_per_token(path: str, n_params: int, n_trainable: int, context: float) 
     return training_flops_per_token(n_params, n_trainable, layers, width, context)
 
 
+def _key(run: dict) -> tuple[str, str, str, str]:
+    return run["workload"], run["arm"], run["variant"], run["precision"]
+
+
 def summarize(runs: list[dict], stats: dict, flops_per_tok: float | None, peak: float | None) -> list[dict]:
-    """One row per (workload, arm, variant): medians over repeats and ratios to the peer's and our plain runs."""
+    """One row per (workload, arm, variant, precision): medians over repeats, ratios to the peer's and our
+    plain runs at the same precision, and (bf16 rows) to the same arm and variant in fp32."""
     rows = []
-    for key in dict.fromkeys((r["workload"], r["arm"], r["variant"]) for r in runs):
-        group = [r for r in runs if (r["workload"], r["arm"], r["variant"]) == key]
+    for key in dict.fromkeys(map(_key, runs)):
+        group = [r for r in runs if _key(r) == key]
         memory_key = "cuda_max_allocated_bytes" if _median(group, "cuda_max_allocated_bytes") else "peak_rss_bytes"
         callback = [r["throughput_callback"] for r in group if r.get("throughput_callback")]
         rows.append({
-            "workload": key[0], "arm": key[1], "variant": key[2], "features": group[0]["features"],
+            "workload": key[0], "arm": key[1], "variant": key[2], "precision": key[3], "features": group[0]["features"],
             "tokens_per_sec": _median(group, "tokens_per_sec"), "tokens_per_sec_runs": [r["tokens_per_sec"] for r in group],
             "peak_memory_bytes": _median(group, memory_key), "memory_kind": memory_key,
             "load_peak_rss_bytes": _median(group, "load_peak_rss_bytes"),
@@ -293,12 +305,17 @@ def summarize(runs: list[dict], stats: dict, flops_per_tok: float | None, peak: 
             "data": stats[key[0]],
         })
     for row in rows:
-        same = [r for r in rows if r["workload"] == row["workload"] and r["variant"] == "plain"]
+        same = [r for r in rows
+                if (r["workload"], r["variant"], r["precision"]) == (row["workload"], "plain", row["precision"])]
         for arm in ("peer", "ours"):
             base = next((r for r in same if r["arm"] == arm), None)
             if base and base is not row:
                 row[f"speed_vs_{arm}_plain"] = row["tokens_per_sec"] / base["tokens_per_sec"]
                 row[f"memory_vs_{arm}_plain"] = row["peak_memory_bytes"] / base["peak_memory_bytes"]
+        fp32 = next((r for r in rows if _key(r) == (*_key(row)[:3], "fp32")), None)
+        if fp32 is not None and fp32 is not row:
+            row["speed_vs_fp32"] = row["tokens_per_sec"] / fp32["tokens_per_sec"]
+            row["memory_vs_fp32"] = row["peak_memory_bytes"] / fp32["peak_memory_bytes"]
     return rows
 
 
@@ -309,12 +326,13 @@ def print_rows(rows: list[dict]) -> None:
         return "-" if value is None else pattern.format(value)
 
     table = [(r["workload"], r["arm"], r["variant"] + (f" ({'+'.join(r['features'])})" if r["variant"] == "tricks" else ""),
-              fmt(r["tokens_per_sec"], "{:.0f}"), fmt(r["peak_memory_bytes"] / 2**20, "{:.0f}"),
+              r["precision"], fmt(r["tokens_per_sec"], "{:.0f}"), fmt(r["peak_memory_bytes"] / 2**20, "{:.0f}"),
               fmt(r.get("speed_vs_peer_plain"), "{:.2f}"), fmt(r.get("memory_vs_peer_plain"), "{:.2f}"),
-              fmt(r.get("speed_vs_ours_plain"), "{:.2f}"), fmt(r["loss_step1"], "{:.4f}"),
+              fmt(r.get("speed_vs_ours_plain"), "{:.2f}"), fmt(r.get("speed_vs_fp32"), "{:.2f}"),
+              fmt(r["loss_step1"], "{:.4f}"),
               fmt(r["mfu_throughput_callback"] or r["mfu_estimate"], "{:.1%}")) for r in rows]
-    print_table(table, ("workload", "arm", "variant", "tokens/s", "peak MiB", "speed/peer", "mem/peer",
-                        "speed/ours-plain", "loss@1", "MFU"))
+    print_table(table, ("workload", "arm", "variant", "precision", "tokens/s", "peak MiB", "speed/peer", "mem/peer",
+                        "speed/ours-plain", "bf16/fp32", "loss@1", "MFU"))
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -327,6 +345,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", help="workloads, comma-separated (default: movie_dialog,trec6 on cpu; long_sft on gpu)")
     parser.add_argument("--variants", default="plain,tricks", help="our arm's variants (see above)")
     parser.add_argument("--peer-variants", default="plain", help="the peer's variants (packing, bucketing, grad_ckpt, compile)")
+    parser.add_argument("--precisions", help="comma-separated, each arm runs at each: fp32 (32-true), bf16 "
+                        "(bf16-mixed; the peer's bf16=True) (default: fp32,bf16 on cpu; bf16 on gpu)")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: 10 on cpu, 40 on gpu)")
     parser.add_argument("--warmup-steps", type=int, default=None, help="steps not timed (default: 2 on cpu, 5 on gpu)")
     parser.add_argument("--batch-size", type=int, help="examples per batch (default: 8 on cpu, 16 on gpu)")
@@ -339,11 +359,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "MALLOC_TRIM_THRESHOLD_=-1, CpuAllocatorCache's settings): the allocator out of the comparison")
     parser.add_argument("--no-throughput-callback", action="store_true",
                         help="do not attach lightning-peft's Throughput callback to our arm (it reads token counts every step)")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="profile this many timed steps in every run, then take a dtype census of the next "
+                             "(throughput_profile.py; slows the runs: do not read their tokens/s)")
     parser.add_argument("--output", default=str(RESULTS), help="JSON file; the device's section is replaced")
     args = parser.parse_args(argv)
     gpu = args.device == "gpu"
     args.backbone = args.backbone or ("llama-0.5b,llama-1b" if gpu else "smollm2-135m")
     args.datasets = args.datasets or ("long_sft" if gpu else "movie_dialog,trec6")
+    args.precisions = args.precisions or ("bf16" if gpu else "fp32,bf16")
+    unknown = sorted(set(args.precisions.split(",")) - set(PRECISIONS))
+    if unknown:
+        parser.error(f"--precisions: unknown {unknown}; use fp32, bf16 or both (comma-separated)")
     args.steps = args.steps or (40 if gpu else 10)
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else (5 if gpu else 2)
     args.batch_size = args.batch_size or (16 if gpu else 8)
@@ -352,15 +379,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def base_spec(args: argparse.Namespace, backbone: str, path: str, workload: str) -> dict:
+def base_spec(args: argparse.Namespace, backbone: str, path: str, workload: str, precision: str) -> dict:
     return {
         "backbone": backbone, "model_path": path, "workload": workload, "device": args.device,
-        "precision": "bf16" if args.device == "gpu" else "fp32", "steps": args.steps,
+        "precision": precision, "steps": args.steps,
         "warmup_steps": args.warmup_steps, "batch_size": args.batch_size, "seed": 42, "max_grad_norm": 1.0,
         "lora": {"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.05, "target_modules": "all-linear"},
         "optimizer": {"lr": args.lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
         "data": workload_data(workload, args.batch_size, args.steps),
-        "throughput_callback": not args.no_throughput_callback,
+        "throughput_callback": not args.no_throughput_callback, "profile_steps": args.profile_steps,
     }
 
 
@@ -374,16 +401,17 @@ def benchmark(args: argparse.Namespace, backbone: str, workdir: Path) -> dict:
         stats[workload] = data_stats(examples, args.batch_size)
         examples_files[workload] = workdir / f"{backbone}-{workload}.examples.json"
         examples_files[workload].write_text(json.dumps(examples))
-    arms = [("ours", v) for v in args.variants.split(",")] + [("peer", v) for v in args.peer_variants.split(",")]
+    kinds = [("ours", v) for v in args.variants.split(",")] + [("peer", v) for v in args.peer_variants.split(",")]
+    arms = [(arm, variant, precision) for precision in args.precisions.split(",") for arm, variant in kinds]
     for repeat in range(args.repeats):
         for workload in workloads:
             # alternate which arm goes first, so slow drift of the machine does not favour one side
             order = arms if repeat % 2 == 0 else arms[::-1]
-            for arm, variant in order:
-                spec = {**base_spec(args, backbone, path, workload), "variant": variant, "repeat": repeat,
+            for arm, variant, precision in order:
+                spec = {**base_spec(args, backbone, path, workload, precision), "variant": variant, "repeat": repeat,
                         "features": features_of(variant, args.device)}
                 result = run_arm(arm, spec, examples_files[workload], workdir, args.threads, args.keep_freed_memory)
-                print(f"  {backbone} {workload} {arm:4s} {variant:10s} repeat {repeat}: "
+                print(f"  {backbone} {workload} {arm:4s} {variant:10s} {precision} repeat {repeat}: "
                       f"{result['tokens_per_sec']:.0f} tokens/s, process {result['process_seconds']:.0f} s", flush=True)
                 runs.append(result)
     for workload in workloads:
@@ -407,6 +435,12 @@ def main(argv: list[str] | None = None) -> None:
             section = benchmark(args, backbone, Path(tmp))
             print(f"\n{backbone} on {args.device}:")
             print_rows(section["rows"])
+            if args.profile_steps:
+                from throughput_profile import format_profile  # benchmarks/ is sys.path[0] when run as a script
+
+                for run in (r for r in section["runs"] if r["repeat"] == 0):
+                    print(format_profile(" ".join(run[k] for k in ("workload", "arm", "variant", "precision")),
+                                         run["profile"]))
             sections.append(section)
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.exists() else {}

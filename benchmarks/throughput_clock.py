@@ -21,14 +21,15 @@ class StepClock(L.Callback):
     Args:
         output: JSON file to write.
         warmup_steps: Steps left out of the timed window.
+        profile_steps: Timed steps to profile (0: none; see `throughput_profile.py`).
     """
 
-    def __init__(self, output: str, warmup_steps: int = 2) -> None:
-        self.output, self.warmup_steps = output, warmup_steps
+    def __init__(self, output: str, warmup_steps: int = 2, profile_steps: int = 0) -> None:
+        self.output, self.warmup_steps, self.profile_steps = output, warmup_steps, profile_steps
         self.times: StepTimes | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.times = StepTimes(self.warmup_steps, trainer.max_steps)
+        self.times = StepTimes(self.warmup_steps, trainer.max_steps, self.profile_steps)
         self.times.training_started()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from throughput_profile import StepProfile
 
 
 def batch_tokens(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -44,10 +45,15 @@ def _sync() -> None:
 class StepTimes:
     """Per-step records of one training run; `step_started(batch)` then `step_ended(loss)` for every optimizer step."""
 
-    def __init__(self, warmup_steps: int, max_steps: int) -> None:
+    def __init__(self, warmup_steps: int, max_steps: int, profile_steps: int = 0) -> None:
         if not 1 <= warmup_steps < max_steps:
             raise ValueError(f"warmup_steps={warmup_steps} must be >= 1 and below the number of steps ({max_steps}).")
+        if profile_steps and warmup_steps + profile_steps + 1 > max_steps:
+            raise ValueError(f"profile_steps={profile_steps} needs {warmup_steps + profile_steps + 1} steps "
+                             f"(warm-up, profiled, dtype census), not {max_steps}.")
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
+        # the first timed steps under torch.profiler, then a dtype census (see throughput_profile.py)
+        self.profile = StepProfile(warmup_steps + 1, profile_steps) if profile_steps else None
         self.tokens: list[torch.Tensor] = []
         self.losses: list[torch.Tensor] = []
         self.ends: list[float] = []
@@ -66,6 +72,8 @@ class StepTimes:
 
     def step_started(self, batch: Mapping[str, torch.Tensor]) -> None:
         self.tokens.append(batch_tokens(batch).detach())
+        if self.profile is not None:
+            self.profile.step_started(len(self.ends) + 1)
 
     def step_ended(self, loss: torch.Tensor | None) -> None:
         step = len(self.ends) + 1
@@ -75,6 +83,8 @@ class StepTimes:
         self.ends.append(time.perf_counter())
         if loss is not None:
             self.losses.append(loss.detach())
+        if self.profile is not None:
+            self.profile.step_ended(step)
 
     def summary(self) -> dict[str, Any]:
         steps = len(self.ends)
@@ -86,7 +96,7 @@ class StepTimes:
         return {"steps": steps, "timed_steps": steps - self.warmup_steps, "timed_tokens": timed,
                 "timed_seconds": seconds, "tokens_per_sec": timed / seconds, "tokens_per_step": tokens,
                 "losses": [float(loss) for loss in self.losses], "load_peak_rss_bytes": self.load_peak_rss,
-                **self._cpu_usage(), **peak_memory()}
+                **self._cpu_usage(), **peak_memory(), **({"profile": self.profile.summary()} if self.profile else {})}
 
     def _cpu_usage(self) -> dict[str, float]:
         """What the process spent in the timed window: CPU seconds (user, kernel) and minor page faults.
