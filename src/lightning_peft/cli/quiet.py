@@ -6,6 +6,9 @@ None of these says anything about the user's run, and each one hid the lines tha
   an optional kernel from the `kernels` package; it then uses its own CPU kernel.
 - Lightning warns that `tensorboardX` is no longer its dependency whenever `logger=True` falls
   back to the CSV logger, and logs two "💡 Tip" adverts (litlogger, litmodels) on every run.
+- Lightning's model summary warns under `bf16-mixed` (precision `auto` on a bf16 CPU or GPU) that
+  it does not know the precision and counts 32 bits per parameter, which is right for mixed
+  precision: its weights stay fp32.
 - Deprecations inside the libraries, not in our calls: peft reads transformers'
   `is_gradient_checkpointing` (FutureWarning) and Lightning builds torch's `LeafSpec`
   (FutureWarning); the user can do nothing about either.
@@ -38,6 +41,7 @@ WARNING_NOISE: tuple[tuple[str, type[Warning]], ...] = (
     (r"Starting from v1\.9\.0, `tensorboardX` has been removed as a dependency", UserWarning),
     (r"`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning),
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    (r"Precision bf16-mixed is not supported by the model summary", UserWarning),
 )
 
 
