@@ -7,11 +7,14 @@
     lightning-peft export --ckpt_path C --output_dir D         # the adapter alone (peft format where peft has the method)
     lightning-peft merge --ckpt_path C --output_dir D          # adaptation folded into a plain transformers folder
     lightning-peft evaluate --ckpt_path C                      # forgetting / ICL / robustness probes vs the base
+    lightning-peft pet --config configs/cloze/pet_bbc_news.yaml  # PET / iPET: pattern models, ensemble, distillation
 
-One file per command (`catalog`, `export`, `evaluate`, `predict`, `generate`), the LightningCLI in
-`app` (with `run_config` and `artifact` for what a run leaves behind); `rebuild` turns a checkpoint
-back into its module and `sources` picks what predict/generate/chat run; `tables` and `launch_env` are helpers;
-`quiet` silences named third-party start-up notices (LIGHTNING_PEFT_DEBUG=1 keeps them).
+One file per command (`catalog`, `export`, `evaluate`, `predict`, `generate`, `pet` with `pet_plan` and
+`pet_report`), the LightningCLI in `app` (its `Trainer` with precision "auto" in `trainer`, `run_config` and
+`artifact` for what a run leaves behind, `ckpt_settings` for a checkpoint trained with other settings,
+`parse_errors` for one-sentence parse errors); `rebuild` turns a checkpoint back into its module and `sources`
+picks what predict/generate/chat run; `tables` and `launch_env` are helpers; `quiet` silences named
+third-party start-up notices (LIGHTNING_PEFT_DEBUG=1 keeps them).
 """
 
 from .quiet import silence_third_party_noise
