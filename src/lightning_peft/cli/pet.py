@@ -185,6 +185,9 @@ def _check_plan(cli: PetCLI, plan: PetPlan) -> list[str]:
     settings = cli.parser.dump(cli.config, skip_none=False)
     recorded = yaml.safe_load(settings)
     recorded["pet"].pop("stop_after", None)
+    # Every run seeds itself from pet.seeds; the top-level seed_everything is unused, and LightningCLI draws it at
+    # random when a recipe leaves it out, which would make the same recipe look changed on every rerun.
+    recorded.pop("seed_everything", None)
     earlier = out / CONFIG_FILE
     if earlier.is_file() and yaml.safe_load(earlier.read_text()) != recorded:
         raise PetConfigError(f"{out} holds a PET run made with another config; use a new pet.output_dir (or delete it) "
