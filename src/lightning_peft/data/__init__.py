@@ -25,6 +25,7 @@ _LAZY = {
     "FewShotClassificationData": "lightning_peft.data.fewshot",
     "LengthBucketBatchSampler": "lightning_peft.data.sampler",
     "ParaphraseClassificationData": "lightning_peft.data.paraphrase",
+    "PossibilityData": "lightning_peft.data.possibility",
     "SFTData": "lightning_peft.data.sft",
     "SetFitData": "lightning_peft.data.setfit",
     "Seq2SeqData": "lightning_peft.data.seq2seq",
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from lightning_peft.data.facts import DataFacts
     from lightning_peft.data.fewshot import FewShotClassificationData
     from lightning_peft.data.paraphrase import ParaphraseClassificationData
+    from lightning_peft.data.possibility import PossibilityData
     from lightning_peft.data.sampler import LengthBucketBatchSampler
     from lightning_peft.data.seq2seq import Seq2SeqData
     from lightning_peft.data.sequence import TaskSequenceData
@@ -68,6 +70,7 @@ __all__ = [
     "FewShotClassificationData",
     "LengthBucketBatchSampler",
     "ParaphraseClassificationData",
+    "PossibilityData",
     "SFTData",
     "SetFitData",
     "Seq2SeqData",

@@ -6,8 +6,9 @@ from .cloze import ClozeClassification
 from .distillation import DistillationClassification
 from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
 from .metrics import TokenPerplexity
+from .possibility import PossibilityExploration
 from .robust import RobustPrompt
 from .setfit import SetFitClassification
 
-__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
+__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "PossibilityExploration", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "left_align"]
