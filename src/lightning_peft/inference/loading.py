@@ -19,6 +19,7 @@ from .. import checkpoint, zoo
 from .. import quantization as quant
 from ..card import CARD_NAME, CardError, RunCard
 from ..data.formats import InputFormat
+from ..methods import MethodBase
 from ..methods.soft_prompt_io import load_soft_prompt
 from ..tasks import Task
 
@@ -51,19 +52,31 @@ def _class_paths(spec: Any) -> list[str]:
     return []
 
 
-def task_from_spec(spec: dict[str, Any], tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> Task:
-    """The task a card records (`{"class_path", "init_args"}`), built and bound; only lightning_peft's tasks."""
+def _built_from_card(spec: dict[str, Any], kind: type, what: str) -> Any:
+    """The object a card's `{"class_path", "init_args"}` names, built by jsonargparse; only this package's classes."""
     from jsonargparse import ArgumentParser
 
     foreign = [path for path in _class_paths(spec) if not path.startswith("lightning_peft.")]
     if foreign:
-        raise CardError(f"The card names {foreign[0]!r}, which is not a lightning_peft class; only this package's tasks "
-                        "are built from a card (nothing else is imported).")
+        raise CardError(f"The card names {foreign[0]!r}, which is not a lightning_peft class; only this package's "
+                        f"{what} are built from a card (nothing else is imported).")
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--task", type=Task)
-    task = parser.instantiate_classes(parser.parse_object({"task": spec})).task
+    parser.add_argument("--built", type=kind)
+    return parser.instantiate_classes(parser.parse_object({"built": spec})).built
+
+
+def task_from_spec(spec: dict[str, Any], tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> Task:
+    """The task a card records (`{"class_path", "init_args"}`), built and bound; only lightning_peft's tasks."""
+    task = _built_from_card(spec, Task, "tasks")
     task.bind(tokenizer, label_names)
     return task
+
+
+def method_loader(spec: dict[str, Any]) -> MethodBase:
+    """The method class a card records, built with its defaults: its `load` reads the exported settings from
+    the folder itself (`Method.load`), so the training run's own arguments (paths on another machine, such
+    as a MAD-X language adapter's source folder) are not needed and not trusted."""
+    return _built_from_card({"class_path": spec["class_path"]}, MethodBase, "methods")
 
 
 def _dtype(device: torch.device, dtype: str) -> torch.dtype:
@@ -121,7 +134,9 @@ def load_folder(folder: str | Path, device: str = "auto", dtype: str = "auto") -
                 raise CardError(f"The adapter in {folder} was trained on a base {card.backbone!r} with fingerprint "
                                 f"{card.base_fingerprint}, but that name now loads a model with fingerprint {found}; "
                                 "load the base it was trained on.")
-        model = load_soft_prompt(base, folder)  # reads peft's format and ours alike
+        # the method's own reader (peft's format, soft prompts, bottleneck adapters); a card written
+        # before cards named the method falls back on the soft-prompt reader, which reads peft's format too
+        model = method_loader(card.method).load(base, folder) if card.method else load_soft_prompt(base, folder)
     input_format = InputFormat.from_dict(card.input_format) if card.input_format else None
     encoder_decoder = bool(zoo.load_config(str(folder) if card.kind == "merged" else card.backbone).is_encoder_decoder)
     if card.quantization is not None:  # bitsandbytes placed it; a dtype cast would undo the quantization
