@@ -5,7 +5,8 @@ from .base import FineTuneModule
 from .cloze import ClozeModule
 from .contrastive import ContrastiveModule
 from .lora import LoraModule
+from .rl import PPOModule
 from .selective import SelectiveModule
 from .soft_prompt import SoftPromptModule
 
-__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "FineTuneModule", "LoraModule", "SelectiveModule", "SoftPromptModule"]
+__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "FineTuneModule", "LoraModule", "PPOModule", "SelectiveModule", "SoftPromptModule"]
