@@ -3,10 +3,14 @@
     lightning-peft generate --adapter exported/ --prompt "Recommend a film for a rainy day."
     lightning-peft generate --ckpt_path last.ckpt --prompts_file prompts.txt --output answers.jsonl
     lightning-peft chat --model smollm2-135m
+    lightning-peft generate --config configs/decoding/ngram_prior_lee_news.yaml --prompt "The minister said"
 
 Prompts are written as the model was trained to read them: the tokenizer's chat template when the
 run used one (or a plain model has one), else the run's prompt template. Decoding is transformers'
-`generate` with the KV cache, batched with left padding; one prompt streams to the terminal.
+`generate` with the KV cache, batched with left padding; one prompt streams to the terminal (not
+with beams). Decoding-time methods: an n-gram style prior (--style_corpus, --style_lambda),
+conditional beam search (--beam_classifier, --beta, --num_beams) and hidden-state optimisation
+(--hso_steps, --hso_lr); see docs/generation.md.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import json
 import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
+from dataclasses import fields
+
+from jsonargparse import ActionConfigFile, ArgumentParser
 from transformers import TextStreamer
 
 from ..atomic import write_file_atomically
 from ..inference import GenerationSettings, generate_texts, prompt_for
+from ..inference.decoding import check_style_corpus
 from ..inference.generation import GenerationError, chat_prompt, uses_chat_template
 from .sources import add_source_arguments, load_source, read_inputs
 from .refuse import refuse
@@ -34,15 +41,29 @@ def decoding_arguments(parser: ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--top_k", type=int, default=50, help="Sample among the k most likely tokens; 0: all (with --do_sample).")
     parser.add_argument("--repetition_penalty", type=float, default=1.0, help="> 1 discourages repeating tokens.")
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed (the same seed gives the same answer).")
+    parser.add_argument("--num_beams", type=int, default=1, help="Beam search with this many beams (1: greedy or sampling).")
+    parser.add_argument("--style_corpus", type=str | None, default=None,
+                        help="n-gram style prior: a text file or dataset (catalog name, data file) to push the style toward.")
+    parser.add_argument("--style_lambda", type=float, default=0.1, help="Weight of the style prior (>= 0; the paper: 0.1).")
+    parser.add_argument("--style_order", type=int, default=3, help="Highest n-gram order of the style prior.")
+    parser.add_argument("--beam_classifier", type=str | None, default=None,
+                        help="Conditional beam search: a classifier folder (beam_classifier_training); needs --num_beams >= 2.")
+    parser.add_argument("--beta", type=float, default=1.0, help="Weight of the beam classifier's log-probability (>= 0).")
+    parser.add_argument("--hso_steps", type=int, default=0,
+                        help="Hidden-state optimisation: gradient steps on the prompt's cached keys/values (0: off).")
+    parser.add_argument("--hso_lr", type=float, default=0.01, help="Learning rate of the hidden-state optimisation steps.")
 
 
 def decoding_settings(args) -> GenerationSettings:
-    return GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
-                              top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    """The settings the options give, checked (a style corpus is read) before any model loads."""
+    settings = GenerationSettings(**{field.name: args[field.name] for field in fields(GenerationSettings)})
+    check_style_corpus(settings)
+    return settings
 
 
 def _generate_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="lightning-peft generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML of these options (e.g. configs/decoding/).")
     add_source_arguments(parser)
     parser.add_argument("--prompt", type=str | None, default=None, help="One prompt (streamed to the terminal).")
     parser.add_argument("--prompts_file", type=str | None, default=None,
@@ -74,7 +95,7 @@ def generate_command(argv: list[str]) -> None:
     settings = decoding_settings(args)
     runnable = load_source(args)
     texts = [prompt_for(runnable, prompt, args.system) for prompt in prompts]
-    if len(prompts) == 1 and args.output is None:
+    if len(prompts) == 1 and args.output is None and settings.num_beams == 1:  # beams cannot stream
         streamer = TextStreamer(runnable.tokenizer, skip_prompt=True, skip_special_tokens=True)
         list(generate_texts(runnable, texts, settings, streamer=streamer))  # the streamer prints as tokens arrive
         return
@@ -107,7 +128,8 @@ def chat_command(argv: list[str]) -> None:
                               "`lightning-peft generate` for this one.")
     history: list[dict[str, str]] = []
     print("Chat started: /reset starts over, /exit or Ctrl-D leaves.", flush=True)
-    streamer = TextStreamer(runnable.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streaming = settings.num_beams == 1  # beam search cannot stream: the answer is printed when done
+    streamer = TextStreamer(runnable.tokenizer, skip_prompt=True, skip_special_tokens=True) if streaming else None
     while True:
         try:
             line = input("you> ")
@@ -126,5 +148,7 @@ def chat_command(argv: list[str]) -> None:
         # the conversation so far, without its oldest exchanges once it no longer fits the model with the answer
         text = chat_prompt(runnable, line, args.system, history, runnable.tokenizer.model_max_length - settings.max_new_tokens)
         (answer,) = generate_texts(runnable, [text], settings, streamer=streamer)
+        if not streaming:
+            print(answer)
         sys.stdout.flush()
         history += [{"role": "user", "content": line}, {"role": "assistant", "content": answer}]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_file_atomically
 from ..data.formats import InputFormat
-from ..inference import classify, generate_texts, prompt_for_record
+from ..inference import GenerationSettings, classify, generate_texts, prompt_for_record
 from ..tasks import Classifies
 from .generate import decoding_arguments, decoding_settings
 from .sources import add_source_arguments, load_source, read_inputs
@@ -40,7 +40,7 @@ def _parser() -> ArgumentParser:
     return parser
 
 
-def predictions(runnable, records: list[dict[str, Any]], args) -> Iterator[dict[str, Any]]:
+def predictions(runnable, records: list[dict[str, Any]], args, settings: GenerationSettings) -> Iterator[dict[str, Any]]:
     """Each record with what the model predicts for it added (`label` + `probabilities`, or `generated`)."""
     fmt = runnable.input_format if runnable.input_format is not None else InputFormat()
     for number, record in enumerate(records, start=1):
@@ -52,7 +52,7 @@ def predictions(runnable, records: list[dict[str, Any]], args) -> Iterator[dict[
             yield {**record, **predicted}
         return
     prompts = [prompt_for_record(runnable, record) for record in records]
-    for record, text in zip(records, generate_texts(runnable, prompts, decoding_settings(args), args.batch_size)):
+    for record, text in zip(records, generate_texts(runnable, prompts, settings, args.batch_size)):
         yield {**record, "generated": text}
 
 
@@ -63,10 +63,11 @@ def predict_command(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     if args.batch_size < 1:
         refuse(f"--batch_size must be a positive integer, got {args.batch_size}.")
+    settings = decoding_settings(args)  # bad decoding options (e.g. an empty style corpus) fail before the model loads
     runnable = load_source(args)
     column = runnable.input_format.column if runnable.input_format is not None else "text"
     records = read_inputs(args.input, column)
-    rows = tqdm(predictions(runnable, records, args), total=len(records), unit="input", file=sys.stderr,
+    rows = tqdm(predictions(runnable, records, args, settings), total=len(records), unit="input", file=sys.stderr,
                 disable=not sys.stderr.isatty())
     if args.output is None:
         for row in rows:

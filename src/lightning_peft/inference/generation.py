@@ -1,6 +1,7 @@
 """Generate text with a trained model: prompts written as in training, batched, with the KV cache.
 
-Decoding is `transformers`' own `generate` (greedy or sampling, KV cache on); this module only
+Decoding is `transformers`' own `generate` (greedy, sampling or beam search, KV cache on), with the
+decoding-time methods of `decoding` (style prior, conditional beam search, hidden-state optimisation); this module only
 writes the prompts the way the model was trained to read them (`prompt_for`), batches them with
 left padding, and returns the new text alone.
 """
@@ -12,11 +13,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from .decoding import Decoding, check_decoding_options
+from .errors import GenerationError
 from .loading import Runnable
-
-
-class GenerationError(ValueError):
-    """Generation settings or prompts that cannot work (one sentence: what and how to fix)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,17 @@ class GenerationSettings:
         top_k: Keep only the k most likely tokens when sampling (0: no limit).
         repetition_penalty: > 1 discourages repeating tokens (1: off).
         seed: Seed of the sampler, so a sampled answer can be reproduced.
+        num_beams: Beam search with this many beams (1: greedy or sampling).
+        style_corpus: n-gram style prior: a text file or dataset (catalog name, data file) whose style to push
+            toward (`ngram_prior`); None: off.
+        style_lambda: Weight of the style prior's log-probabilities added to the logits (>= 0; the paper: 0.1).
+        style_order: The style prior's highest n-gram order.
+        beam_classifier: Conditional beam search: a folder saved by `beam_classifier_training`; its
+            log p(attribute | text so far) is added to the beam score (`beam_classifier`). Needs num_beams >= 2.
+        beta: Weight of the beam classifier's log-probability (>= 0).
+        hso_steps: Hidden-state optimisation: gradient steps on the prompt's cached keys/values before
+            generating (`hidden_state_opt`); 0: off.
+        hso_lr: Adam's learning rate for those steps.
     """
 
     max_new_tokens: int = 128
@@ -40,8 +50,17 @@ class GenerationSettings:
     top_k: int = 50
     repetition_penalty: float = 1.0
     seed: int = 0
+    num_beams: int = 1
+    style_corpus: str | None = None
+    style_lambda: float = 0.1
+    style_order: int = 3
+    beam_classifier: str | None = None
+    beta: float = 1.0
+    hso_steps: int = 0
+    hso_lr: float = 0.01
 
     def __post_init__(self) -> None:
+        check_decoding_options(self)
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise GenerationError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
         if not self.temperature > 0:
@@ -57,6 +76,8 @@ class GenerationSettings:
         """Keyword arguments for `model.generate`."""
         chosen: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "use_cache": True,
                                   "pad_token_id": pad_token_id, "repetition_penalty": self.repetition_penalty}
+        if self.num_beams > 1:
+            chosen["num_beams"] = self.num_beams
         if self.do_sample:
             chosen.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:  # the model's generation_config may carry sampling defaults; greedy ignores them, say so to transformers
@@ -120,7 +141,6 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start:start + size]
 
 
-@torch.inference_mode()
 def generate_texts(runnable: Runnable, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
                    batch_size: int = 8, streamer: Any = None) -> Iterator[str]:
     """The generated continuation of each prompt (already written by `prompt_for`), in order.
@@ -143,14 +163,18 @@ def generate_texts(runnable: Runnable, prompts: Sequence[str], settings: Generat
     # The training length limit: a longer prompt loses its beginning, as in training (SFT cuts prompts from the left).
     limit = runnable.input_format.max_length if runnable.input_format is not None else None
     side, cut = tokenizer.padding_side, tokenizer.truncation_side
+    decoding = Decoding.build(runnable, settings)
     tokenizer.padding_side = tokenizer.truncation_side = "left"  # every row ends at the last column, where decoding continues
     try:
         for chunk in _chunks(list(prompts), batch_size):
             inputs = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=add_special,
                                truncation=limit is not None, max_length=limit).to(device)
-            out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                 streamer=streamer, **settings.kwargs(pad_id))
+            extra = decoding.batch_kwargs(inputs)  # hidden-state optimisation needs gradients: outside inference mode
+            with torch.inference_mode():
+                out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                     streamer=streamer, **settings.kwargs(pad_id), **extra)
             new = out if runnable.encoder_decoder else out[:, inputs["input_ids"].shape[1]:]
             yield from tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = side, cut
+        decoding.close()
