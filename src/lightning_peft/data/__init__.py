@@ -22,6 +22,7 @@ from lightning_peft.data.errors import DataConfigError
 _LAZY = {
     "ClassificationData": "lightning_peft.data.classification",
     "DataFacts": "lightning_peft.data.facts",
+    "EmbeddingPairData": "lightning_peft.data.embedding_pairs",
     "FewShotClassificationData": "lightning_peft.data.fewshot",
     "LengthBucketBatchSampler": "lightning_peft.data.sampler",
     "ParaphraseClassificationData": "lightning_peft.data.paraphrase",
@@ -34,6 +35,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from lightning_peft.data.classification import ClassificationData
+    from lightning_peft.data.embedding_pairs import EmbeddingPairData
     from lightning_peft.data.facts import DataFacts
     from lightning_peft.data.fewshot import FewShotClassificationData
     from lightning_peft.data.paraphrase import ParaphraseClassificationData
@@ -67,6 +69,7 @@ __all__ = [
     "ClassificationData",
     "DataConfigError",
     "DataFacts",
+    "EmbeddingPairData",
     "FewShotClassificationData",
     "LengthBucketBatchSampler",
     "ParaphraseClassificationData",

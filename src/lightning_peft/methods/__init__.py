@@ -8,6 +8,7 @@ from .base import (Adapted, Capabilities, Method, MethodBase, MethodConfigError,
                    trainable_groups)
 from .bottleneck import AdapterMethod, BottleneckAdapter
 from .dept import EPT, DePT
+from .domain_experts import DomainExperts
 from .iapt import IAPT, IAPTModel
 from .lora import IA3, Lora, PeftMethod
 from .peft_backed import PeftBacked
@@ -15,7 +16,7 @@ from .prompts import PrefixTuning, PromptTuning
 from .selective import HFT, BitFit, EmbeddingsAndHead, FullFineTuning, HalfSelection, LastBlock, transformer_layers
 from .soft_prompt_io import PromptedMethod
 
-__all__ = ["EPT", "HFT", "IAPT", "IA3", "Adapted", "AdapterMethod", "BitFit", "BottleneckAdapter", "Capabilities", "DePT", "EmbeddingsAndHead", "FullFineTuning",
+__all__ = ["EPT", "HFT", "IAPT", "IA3", "Adapted", "AdapterMethod", "BitFit", "BottleneckAdapter", "Capabilities", "DePT", "DomainExperts", "EmbeddingsAndHead", "FullFineTuning",
            "HalfSelection", "IAPTModel", "LastBlock", "Lora", "Method", "MethodBase", "MethodConfigError", "PeftBacked",
            "PeftMethod", "PrefixTuning", "PromptTuning", "PromptedMethod", "SelectiveMethod", "SoftPromptMethod", "freeze",
            "trainable_groups", "transformer_layers"]

@@ -4,9 +4,10 @@ from .adapters import AdapterModule
 from .base import FineTuneModule
 from .cloze import ClozeModule
 from .contrastive import ContrastiveModule
+from .embedding import EmbeddingModule
 from .lora import LoraModule
 from .rl import PPOModule
 from .selective import SelectiveModule
 from .soft_prompt import SoftPromptModule
 
-__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "FineTuneModule", "LoraModule", "PPOModule", "SelectiveModule", "SoftPromptModule"]
+__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "EmbeddingModule", "FineTuneModule", "LoraModule", "PPOModule", "SelectiveModule", "SoftPromptModule"]

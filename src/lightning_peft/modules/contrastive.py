@@ -28,7 +28,7 @@ from .base import FineTuneModule
 HEAD_GROUP = "head"
 
 
-def check_encoder(backbone: str) -> None:
+def check_encoder(backbone: str, who: str = "SetFit") -> None:
     """Refuse a decoder-only backbone in one sentence, before any weights load.
 
     An encoder here is a model type transformers can load as a masked LM (BERT, RoBERTa, MPNet, ...):
@@ -39,7 +39,7 @@ def check_encoder(backbone: str) -> None:
         zoo.check_architecture(backbone, "AutoModelForMaskedLM")
     except zoo.ModelNotFoundError:
         raise TaskConfigError(
-            f"SetFit embeds sentences with a bidirectional encoder, but backbone {backbone!r} is not one (transformers "
+            f"{who} embeds sentences with a bidirectional encoder, but backbone {backbone!r} is not one (transformers "
             "has no masked-LM form of its architecture, as for decoder-only LMs); use minilm-l6 or another sentence "
             "encoder (BERT, RoBERTa, MPNet).") from None
 

@@ -4,11 +4,12 @@ from .base import Classifies, Task, TaskConfigError, TaskOutput
 from .classification import HeadClassification, VerbalizerClassification, left_align
 from .cloze import ClozeClassification
 from .distillation import DistillationClassification
+from .embedding import MNREmbedding
 from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
 from .metrics import TokenPerplexity
 from .possibility import PossibilityExploration
 from .robust import RobustPrompt
 from .setfit import SetFitClassification
 
-__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "PossibilityExploration", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
+__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "MNREmbedding", "PossibilityExploration", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "left_align"]

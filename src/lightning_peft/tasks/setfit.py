@@ -36,19 +36,24 @@ class EncoderWithHead:
 
     @staticmethod
     def from_pretrained(path: str, num_labels: int, **kwargs) -> nn.Module:
-        from transformers import AutoModel
-
-        encoder = AutoModel.from_pretrained(path, **kwargs)
-        if "pooler" in dict(encoder.named_children()):
-            # BERT-style [CLS] pooler: unused by sentence embeddings, and random when the folder has none
-            # (a masked-LM checkpoint), which would change the base's fingerprint at every load.
-            encoder.pooler = None  # what `add_pooling_layer=False` builds
+        encoder = load_encoder(path, **kwargs)
         head = nn.Linear(encoder.config.hidden_size, num_labels)
         saved = saved_head(path)
         if saved is not None:
             head.load_state_dict(saved)
         encoder.add_module(HEAD_NAME, head.to(encoder.dtype))
         return encoder
+
+
+def load_encoder(path: str, **kwargs) -> nn.Module:
+    """`AutoModel.from_pretrained(path)` without a BERT-style [CLS] pooler: sentence embeddings do not use it, and it
+    is random when the folder has none (a masked-LM checkpoint), which would change the base's fingerprint at every load."""
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(path, **kwargs)
+    if "pooler" in dict(encoder.named_children()):
+        encoder.pooler = None  # what `add_pooling_layer=False` builds
+    return encoder
 
 
 def saved_head(folder: str) -> dict[str, torch.Tensor] | None:
