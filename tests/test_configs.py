@@ -14,7 +14,8 @@ from lightning_peft.cli.pet import PetCLI
 from lightning_peft.modules import FineTuneModule
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+# configs/decoding holds `generate` options and a script recipe, not fit recipes: tests/inference/test_decoding_configs.py
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "decoding")
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 RECIPES = [p for p in CONFIGS if "class_path" in str(yaml.safe_load(p.read_text()).get("model", {}))]
 SNIPPETS = [p for p in CONFIGS if p not in RECIPES]

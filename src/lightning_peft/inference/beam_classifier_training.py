@@ -165,15 +165,20 @@ def train(recipe: BeamClassifierRecipe) -> dict[str, float]:
             "train_positions": float(len(train_y)), "negatives_share": float(1 - train_y.mean())}
 
 
-def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ArgumentParser, ActionConfigFile
+def parse_recipe(argv: list[str] | None = None) -> BeamClassifierRecipe:
+    """The recipe the command line (and its --config YAML) gives."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog="python -m lightning_peft.inference.beam_classifier_training",
                             description="Train the beam classifier of conditional beam search.")
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(BeamClassifierRecipe)
     args = parser.parse_args(argv)
-    recipe = BeamClassifierRecipe(**{field.name: args[field.name] for field in fields(BeamClassifierRecipe)})
+    return BeamClassifierRecipe(**{field.name: args[field.name] for field in fields(BeamClassifierRecipe)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    recipe = parse_recipe(argv)
     print({"output": recipe.output, **train(recipe)})
 
 
