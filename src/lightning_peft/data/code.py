@@ -3,9 +3,9 @@
 Paper: Zlotchevski, Drain, Svyatkovskiy, Clement, Sundaresan & Tufano 2022, "Exploring and
 Evaluating Personalized Models for Code Generation" (https://arxiv.org/abs/2208.13928). A model is
 personalised to one project by fine-tuning on its own code, and judged on code it has not seen
-from the same project. The split is by *file*, so no held-out line has been trained on; the
-paper's split is by time and its test is method generation, ours (see docs/code_personalisation.md)
-is single-line completion, which a 135M model can be scored on offline.
+from the same project. The paper's task is generating unit tests for a Java project's methods; ours
+(see docs/code_personalisation.md) is next-token loss and single-line completion on Python files,
+which a 135M model can be scored on offline. The split is by *file*, so no held-out line was trained on.
 """
 
 from __future__ import annotations
