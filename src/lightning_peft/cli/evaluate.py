@@ -28,6 +28,7 @@ from ..evaluation.conjugate import TRANSFORMS, conjugate_report, get_transform, 
 from ..tasks.base import TaskConfigError
 from ..evaluation.plots import plot_comparison
 from ..evaluation.robustness import instruction_robustness
+from . import diversity
 from .refuse import refuse
 from .tables import print_table
 
@@ -61,6 +62,7 @@ def _parser() -> ArgumentParser:
                              "two unseen phrasings. Examples are a seeded sample of the whole dataset.")
     parser.add_argument("--unseen_templates", type=list[str], default=[],
                         help="Extra phrasings (each with {text}, the label word follows) scored as unseen by --robustness.")
+    diversity.add_arguments(parser)
     return parser
 
 
@@ -214,6 +216,9 @@ def _rows(result: dict) -> list[tuple[str, str, str, str]]:
 def evaluate_command(argv: list[str]) -> None:
 
     args = _parser().parse_args(argv)
+    if args.diversity:
+        diversity.diversity_command(args)
+        return
     result = evaluate(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

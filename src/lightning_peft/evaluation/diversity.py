@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
-from torchmetrics.text import BLEUScore
+from torchmetrics.functional.text import bleu_score
 
 Samples = Sequence[Sequence[str]]
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -100,7 +100,7 @@ class DistinctN(_PerPromptMean):
 class SelfBLEU(_PerPromptMean):
     """Self-BLEU: each sample scored by BLEU against the prompt's other samples, averaged per prompt, then over prompts.
 
-    BLEU is torchmetrics' `BLEUScore` over `words`; with short replies (dialogue) higher orders rarely
+    BLEU is torchmetrics' `bleu_score` over `words` (joined by spaces); with short replies (dialogue) higher orders rarely
     match, so the default is BLEU-2 with add-one smoothing (`smooth`). Identical samples score 1.
 
     Args:
@@ -114,15 +114,15 @@ class SelfBLEU(_PerPromptMean):
         if not isinstance(n_gram, int) or n_gram < 1:
             raise DiversityInputError(f"n_gram must be a positive integer (e.g. 2 or 4), got {n_gram!r}.")
         super().__init__(**kwargs)
-        self.bleu = BLEUScore(n_gram=n_gram, smooth=smooth, tokenizer=words)
+        self.n_gram, self.smooth = n_gram, smooth
 
     def score(self, group: Sequence[str]) -> float:
+        texts = [" ".join(words(text)) for text in group]
         total = 0.0
-        for index, sample in enumerate(group):
-            others = [text for other, text in enumerate(group) if other != index]
-            self.bleu.reset()
-            total += float(self.bleu([sample], [others]))
-        return total / len(group)
+        for index, sample in enumerate(texts):
+            others = [text for other, text in enumerate(texts) if other != index]
+            total += float(bleu_score([sample], [others], n_gram=self.n_gram, smooth=self.smooth))
+        return total / len(texts)
 
 
 Embed = Callable[[list[str]], torch.Tensor]
