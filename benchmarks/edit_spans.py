@@ -55,7 +55,11 @@ def lengths() -> dict:
               "mean_tokens_full": statistics.mean(full), "mean_tokens_edits": statistics.mean(edits),
               "ratio_all": sum(full) / sum(edits),
               "ratio_changed": sum(full[k] for k in changed) / sum(edits[k] for k in changed),
-              "median_tokens_full": statistics.median(full), "median_tokens_edits": statistics.median(edits)}
+              "median_tokens_full": statistics.median(full), "median_tokens_edits": statistics.median(edits),
+              "ratio_by_words": {}}
+    for low, high in ((4, 8), (9, 14), (15, 20)):  # by sentence length (the noise is per word: longer, more edits)
+        bucket = [k for k, r in enumerate(records) if low <= len(r["response"].split()) <= high]
+        result["ratio_by_words"][f"{low}-{high}"] = sum(full[k] for k in bucket) / sum(edits[k] for k in bucket)
     _save("lengths", result)
     return result
 
