@@ -1,7 +1,7 @@
 """The RL family's LightningModule: PPO with LoRA on answers the policy writes itself.
 
 "Improving the Language Understanding Capabilities of Large Language Models Using Reinforcement
-Learning" (Hu et al. 2024; reference code coder-qicao/RL4GLUE). A classification task is asked as a
+Learning" (2024; reference code coder-qicao/RL4GLUE). A classification task is asked as a
 question; the policy (the LM with a LoRA adapter and a small value head) generates an answer, a reward
 function scores it against the gold label (+1 / -1 / -3 unparsable), and PPO (Schulman et al. 2017)
 raises the reward while a KL penalty with an adaptive coefficient keeps the policy near the reference
