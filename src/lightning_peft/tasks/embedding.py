@@ -59,7 +59,9 @@ def retrieval_scores(queries: torch.Tensor, documents: torch.Tensor, domains: to
             continue
         similarity = F.normalize(queries[rows].float(), dim=-1) @ F.normalize(documents[rows].float(), dim=-1).T
         metrics = retrieval_metrics().to(similarity.device)
-        metrics.update(similarity.flatten(), torch.eye(count, dtype=torch.bool, device=similarity.device).flatten(),
+        # torchmetrics (1.9) counts a document scored <= 0 as not retrieved at all, and a cosine can be negative:
+        # exp keeps the order and makes every score positive.
+        metrics.update(similarity.exp().flatten(), torch.eye(count, dtype=torch.bool, device=similarity.device).flatten(),
                        indexes=torch.arange(count, device=similarity.device).repeat_interleave(count))
         scores.update({prefix + name: float(value) for name, value in metrics.compute().items()})
     return scores
