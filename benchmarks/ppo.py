@@ -1,0 +1,157 @@
+"""PPO with LoRA: our `PPOModule` against TRL's `PPOTrainer` on the same model, prompts, reward and settings.
+
+    flock /tmp/lp-bench.lock python benchmarks/ppo.py --arm ours --iterations 10
+    flock /tmp/lp-bench.lock python benchmarks/ppo.py --arm trl --iterations 10 --trl-python /tmp/trl-ref/bin/python
+    python benchmarks/ppo.py --table
+
+The peer is TRL 0.11's `PPOTrainer` (`step(queries, responses, scores)`, the API coder-qicao/RL4GLUE used; TRL 1.x
+has no PPO trainer), in its own virtual environment (`pip install torch==2.13.0 trl==0.11.4 transformers==4.46.3
+peft==0.13.2 "accelerate<1.3"`). Both arms run `configs/rl/ppo_lora_trec6.yaml`'s settings on SmolLM2-135M: rsLoRA
+r 16 / alpha 32 on q/k/v/o with the adapter-disabled model as the reference, 16 prompts per rollout batch, 4 new
+tokens sampled at temperature 1 (top-k 0, top-p 1), 4 PPO epochs of 2 mini-batches of 8, clip 0.2 / 0.2, value
+weight 0.1, GAE gamma 1 / lambda 0.95, adaptive KL from 0.2 (target 6, horizon 10000), AdamW lr 1e-4, gradient
+norm clipped at 1, fp32. Our arm runs first and records the token ids of every prompt batch it drew; TRL's arm
+reads them, so both see the same prompts in the same order, and scores with the same reward code
+(`lightning_peft/tasks/rewards.py`, loaded by path: it needs only the standard library).
+
+Timed: the wall time of each PPO iteration (generate + score + reference and policy passes + 8 updates), the
+first `--warmup` iterations left out. Results go to benchmarks/results/ppo_<arm>.json; `--table` prints both
+and the ratio of the median iteration times (ours / TRL's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RECIPE = "configs/rl/ppo_lora_trec6.yaml"
+UPDATES_PER_ITERATION = 8  # ppo_epochs 4 x mini-batches 2 in the recipe
+
+
+def run_ours(iterations: int, seed: int, extra: list[str]) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lightning as L
+    from recipe_run import recipe_cli
+
+    class Iterations(L.Callback):
+        def __init__(self) -> None:
+            self.rows: list[dict] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            seconds = time.perf_counter() - self.start
+            metrics = trainer.callback_metrics
+            self.rows.append({"seconds": seconds, "reward": float(metrics["train/reward"]),
+                              "kl": float(metrics["train/kl"]), "kl_coef": float(metrics["train/kl_coef"]),
+                              "prompts": [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])],
+                              "golds": [pl_module.choices[i] for i in batch["labels"].tolist()]})
+
+    folder = tempfile.mkdtemp(prefix="ppo-bench-")  # the recipe's run folder would refuse a second run
+    cli = recipe_cli([RECIPE], iterations * UPDATES_PER_ITERATION, seed, "--trainer.default_root_dir", folder, "--test_before_fit", "false", "--test_after_fit", "false", *extra)
+    recorder = Iterations()
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    from lightning_peft import zoo
+
+    tokenizer = cli.model.tokenizer  # TRL's arm rebuilds it from tokenizer.json (transformers 4.46 cannot read a 5.x config)
+    return {"rows": recorder.rows, "choices": cli.model.choices, "model": str(zoo.resolve(cli.model.backbone)),
+            "tokenizer": str(Path(tokenizer.name_or_path) / "tokenizer.json"), "eos_token": tokenizer.eos_token,
+            "pad_token": tokenizer.pad_token or tokenizer.eos_token}
+
+
+TRL_SCRIPT = r'''
+import importlib.util, json, sys, time
+import torch
+from peft import LoraConfig
+from transformers import PreTrainedTokenizerFast
+from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer
+
+ours, rewards_file, seed = json.loads(open(sys.argv[1]).read()), sys.argv[2], int(sys.argv[3])
+spec = importlib.util.spec_from_file_location("rewards", rewards_file)
+rewards = importlib.util.module_from_spec(spec); spec.loader.exec_module(rewards)
+reward = rewards.LabelReward()
+config = PPOConfig(batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-4, init_kl_coef=0.2, adap_kl_ctrl=True,
+                   target=6, horizon=10000, gamma=1.0, lam=0.95, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1,
+                   max_grad_norm=1.0, seed=seed, log_with=None)
+lora = LoraConfig(r=16, lora_alpha=32, use_rslora=True, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                  task_type="CAUSAL_LM")
+tokenizer = PreTrainedTokenizerFast(tokenizer_file=ours["tokenizer"], eos_token=ours["eos_token"], pad_token=ours["pad_token"])
+model = AutoModelForCausalLMWithValueHead.from_pretrained(ours["model"], peft_config=lora, torch_dtype=torch.float32)
+trainer = PPOTrainer(config, model, ref_model=None, tokenizer=tokenizer)
+pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+rows = []
+for batch in ours["rows"]:
+    queries = [torch.tensor(ids) for ids in batch["prompts"]]
+    start = time.perf_counter()
+    responses = trainer.generate(queries, return_prompt=False, batch_size=len(queries), max_new_tokens=4, do_sample=True,
+                                 top_k=0, top_p=1.0, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    answers = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    scores = [torch.tensor(s) for s in reward(answers, batch["golds"], ours["choices"])]
+    stats = trainer.step(queries, responses, scores)
+    rows.append({"seconds": time.perf_counter() - start, "reward": float(torch.stack(scores).mean()),
+                 "kl": float(stats["objective/kl"]), "kl_coef": float(stats["objective/kl_coef"])})
+print(json.dumps({"rows": rows}))
+'''
+
+
+def run_trl(python: str, seed: int) -> dict:
+    ours = RESULTS / "ppo_ours.json"
+    if not ours.exists():
+        raise SystemExit("Run --arm ours first: TRL's arm replays the prompt batches ours drew.")
+    done = subprocess.run([python, "-c", TRL_SCRIPT, str(ours), str(ROOT / "src/lightning_peft/tasks/rewards.py"), str(seed)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summary(rows: list[dict], warmup: int) -> dict:
+    timed = [row["seconds"] for row in rows[warmup:]]
+    return {"iterations": len(rows), "timed": len(timed), "median_s_per_iteration": statistics.median(timed),
+            "median_s_per_update": statistics.median(timed) / UPDATES_PER_ITERATION,
+            "rewards": [round(row["reward"], 3) for row in rows], "kl": [round(row["kl"], 4) for row in rows],
+            "kl_coef": [round(row["kl_coef"], 6) for row in rows]}
+
+
+def table(warmup: int) -> None:
+    found = {arm: json.loads((RESULTS / f"ppo_{arm}.json").read_text()) for arm in ("ours", "trl")
+             if (RESULTS / f"ppo_{arm}.json").exists()}
+    for arm, result in found.items():
+        s = summary(result["rows"], warmup)
+        print(f"{arm:5s} median {s['median_s_per_iteration']:.2f} s / iteration ({s['timed']} timed), "
+              f"rewards {s['rewards']}, kl {s['kl']}")
+    if len(found) == 2:
+        ours, trl = (summary(found[a]["rows"], warmup)["median_s_per_iteration"] for a in ("ours", "trl"))
+        print(f"ratio ours / TRL: {ours / trl:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arm", choices=["ours", "trl"])
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--trl-python", default="/tmp/trl-ref/bin/python")
+    parser.add_argument("--table", action="store_true")
+    parser.add_argument("--extra", action="append", default=[], help="more CLI options for our arm (a smoke run: "
+                        "--extra=--model.init_args.backbone=tiny-llama)")
+    args = parser.parse_args()
+    if args.arm:
+        result = run_ours(args.iterations, args.seed, args.extra) if args.arm == "ours" else run_trl(args.trl_python, args.seed)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"ppo_{args.arm}.json").write_text(json.dumps(result))
+    table(args.warmup)
+
+
+if __name__ == "__main__":
+    main()
