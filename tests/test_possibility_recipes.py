@@ -58,3 +58,15 @@ def test_evaluate_diversity_refuses_a_template_with_unknown_fields(tmp_path, cap
         main(["evaluate", "--backbone", "tiny-llama", "--diversity", "3", "--diversity_prompts", str(contexts),
               "--diversity_template", "{context} {speaker}"])
     assert "must place {context}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, words", [
+    (["--data.init_args.prompt_template", "Reply to {context}"], "has no {possibility} slot"),
+    (["--data.init_args.responses_per_context", "12"], "from 2 to 9"),
+    (["--data.init_args.min_responses", "1"], "min_responses must be an integer >= 2"),
+])
+def test_recipe_with_bad_possibility_settings_gets_one_sentence(override, words, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / RECIPES[0]), "--model.init_args.backbone", "tiny-llama", *override])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and words in err[-1]  # the last line the user sees is the sentence
