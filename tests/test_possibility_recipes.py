@@ -70,3 +70,11 @@ def test_recipe_with_bad_possibility_settings_gets_one_sentence(override, words,
         main(["fit", "--config", str(ROOT / RECIPES[0]), "--model.init_args.backbone", "tiny-llama", *override])
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and words in err[-1]  # the last line the user sees is the sentence
+
+
+def test_evaluate_diversity_refuses_jsonl_contexts_without_a_context_field(tmp_path, capsys):
+    contexts = tmp_path / "contexts.jsonl"
+    contexts.write_text(json.dumps({"prompt": "hi."}) + "\n")
+    with pytest.raises(Refused):
+        main(["evaluate", "--backbone", "tiny-llama", "--diversity", "3", "--diversity_prompts", str(contexts)])
+    assert "needs a 'context' field" in capsys.readouterr().err

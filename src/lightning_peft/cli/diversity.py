@@ -43,9 +43,12 @@ def read_contexts(path: str) -> list[str]:
     if not Path(path).is_file():
         refuse(f"--diversity_prompts {path} is not a file; give one context per line.")
     lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.endswith(".jsonl"):
-        return [str(json.loads(line)["context"]) for line in lines]
-    return lines
+    if not path.endswith(".jsonl"):
+        return lines
+    records = [json.loads(line) for line in lines]
+    if not all(isinstance(r, dict) and "context" in r for r in records):
+        refuse(f"--diversity_prompts {path}: every JSONL line needs a 'context' field (or give a plain text file).")
+    return [str(r["context"]) for r in records]
 
 
 def prompt_sets(contexts: list[str], template: str, samples: int) -> list[list[str]]:
