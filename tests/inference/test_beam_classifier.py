@@ -95,7 +95,7 @@ def test_the_training_recipe_saves_a_classifier_the_beam_search_loads(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(" ".join(f"word{i} of sentence {i % 13}." for i in range(600)))
     recipe = BeamClassifierRecipe(model="tiny-llama", dataset=str(text), output=str(tmp_path / "clf"), texts=6,
-                                  prefix_tokens=8, length=32, model_negatives=False, epochs=30)
+                                  prefix_tokens=8, length=32, model_negatives=True, epochs=30)
     report = train(recipe)
     assert set(report) >= {"val_accuracy_real", "val_accuracy_degenerate"} and 0 < report["negatives_share"] < 1
     assert AttributeClassifier.load(tmp_path / "clf", hidden_size=64).hidden_size == 64

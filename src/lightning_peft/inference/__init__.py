@@ -9,5 +9,7 @@ also work from Python on any `transformers` model.
 from .classify import classify
 from .generation import GenerationSettings, generate_texts, prompt_for, prompt_for_record
 from .loading import Runnable, load_folder, load_model
+from .decoding import AttributeClassifier, ConditionalBeamProcessor, NgramPriorProcessor, ngram_counts, optimised_cache
 
-__all__ = ["GenerationSettings", "Runnable", "classify", "generate_texts", "load_folder", "load_model", "prompt_for", "prompt_for_record"]
+__all__ = ["AttributeClassifier", "ConditionalBeamProcessor", "NgramPriorProcessor", "ngram_counts", "optimised_cache",
+           "GenerationSettings", "Runnable", "classify", "generate_texts", "load_folder", "load_model", "prompt_for", "prompt_for_record"]

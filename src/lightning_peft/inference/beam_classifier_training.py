@@ -108,15 +108,17 @@ def labelled_positions(model: nn.Module, sequences: list[tuple[list[int], int, f
     return torch.cat(features), torch.cat(labels)
 
 
-def model_continuations(model: nn.Module, prefixes: list[list[int]], length: int, pad_id: int) -> list[list[int]]:
-    """Greedy continuations of each prefix to `length` tokens in all."""
+def model_continuations(model: nn.Module, prefixes: list[list[int]], length: int, pad_id: int,
+                        batch_size: int = 16) -> list[list[int]]:
+    """Greedy continuations of each prefix (all of one length, so no padding) to `length` tokens in all."""
     out = []
-    for prefix in prefixes:
+    for start in range(0, len(prefixes), batch_size):
+        batch = torch.tensor(prefixes[start:start + batch_size], device=next(model.parameters()).device)
+        new = length - batch.shape[1]
         with torch.inference_mode():
-            ids = model.generate(input_ids=torch.tensor([prefix], device=next(model.parameters()).device),
-                                 max_new_tokens=length - len(prefix), min_new_tokens=length - len(prefix),
-                                 do_sample=False, pad_token_id=pad_id)
-        out.append(ids[0].tolist())
+            ids = model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=new,
+                                 min_new_tokens=new, do_sample=False, pad_token_id=pad_id)
+        out += ids.tolist()
     return out
 
 
