@@ -17,8 +17,7 @@ import torch
 from jsonargparse import lazy_instance
 
 from ..data.embedding_pairs import EmbeddingPairData
-from ..methods import FullFineTuning, PeftMethod, SelectiveMethod
-from ..methods.domain_experts import DomainExperts
+from ..methods import DomainExperts, FullFineTuning, PeftMethod, SelectiveMethod
 from ..tasks import TaskConfigError
 from ..tasks.embedding import MNREmbedding, mnr_loss, retrieval_scores
 from .base import FineTuneModule
