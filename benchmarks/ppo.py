@@ -3,6 +3,7 @@
     flock /tmp/lp-bench.lock python benchmarks/ppo.py --arm ours --iterations 10
     flock /tmp/lp-bench.lock python benchmarks/ppo.py --arm trl --iterations 10 --trl-python /tmp/trl-ref/bin/python
     python benchmarks/ppo.py --table
+    python benchmarks/ppo.py --curves <run>/lightning_logs/version_0/metrics.csv docs/methods/ppo_trec6_curves.png
 
 The peer is TRL 0.11's `PPOTrainer` (`step(queries, responses, scores)`, the API coder-qicao/RL4GLUE used; TRL 1.x
 has no PPO trainer), in its own virtual environment (`pip install torch==2.13.0 trl==0.11.4 transformers==4.46.3
@@ -135,6 +136,27 @@ def table(warmup: int) -> None:
         print(f"ratio ours / TRL: {ours / trl:.2f}")
 
 
+def plot_curves(metrics_csv: Path, png: Path) -> None:
+    """Reward, KL and KL coefficient per rollout batch from a CSVLogger's metrics.csv (a recipe run), as one PNG."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in csv.DictReader(metrics_csv.open()) if row.get("train/reward")]
+    keys = [("train/reward", "reward (mean per rollout batch)"), ("train/kl", "KL to reference (nats / answer)"),
+            ("train/kl_coef", "KL coefficient")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(12.6, 3.2))
+    for axis, (key, title) in zip(axes, keys):
+        axis.plot(range(1, len(rows) + 1), [float(row[key]) for row in rows], marker=".")
+        axis.set_xlabel("rollout batch"), axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", choices=["ours", "trl"])
@@ -143,9 +165,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--trl-python", default="/tmp/trl-ref/bin/python")
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--curves", nargs=2, metavar=("METRICS_CSV", "PNG"), help="plot a recipe run's reward and KL curves")
     parser.add_argument("--extra", action="append", default=[], help="more CLI options for our arm (a smoke run: "
                         "--extra=--model.init_args.backbone=tiny-llama)")
     args = parser.parse_args()
+    if args.curves:
+        plot_curves(Path(args.curves[0]), Path(args.curves[1]))
+        return
     if args.arm:
         result = run_ours(args.iterations, args.seed, args.extra) if args.arm == "ours" else run_trl(args.trl_python, args.seed)
         RESULTS.mkdir(exist_ok=True)
