@@ -33,8 +33,11 @@ def test_zero_steps_generate_what_plain_decoding_does_and_steps_change_it(tiny):
     prompts = ["the cat sat on the mat and the dog", "one two three four five six"]
     plain = list(generate_texts(tiny, prompts, GenerationSettings(max_new_tokens=6)))
     assert list(generate_texts(tiny, prompts, GenerationSettings(max_new_tokens=6, hso_steps=0))) == plain
-    nudged = list(generate_texts(tiny, prompts, GenerationSettings(max_new_tokens=6, hso_steps=10, hso_lr=0.5)))
+    settings = GenerationSettings(max_new_tokens=6, hso_steps=10, hso_lr=0.5)
+    nudged = list(generate_texts(tiny, prompts, settings, batch_size=2))
     assert nudged != plain and all(isinstance(text, str) and text for text in nudged)
+    # prompts of different lengths in one call: each answer is the one it gets alone (padding moves no split)
+    assert nudged == [next(generate_texts(tiny, [prompt], settings)) for prompt in prompts]
 
 
 @pytest.mark.parametrize("settings, message", [

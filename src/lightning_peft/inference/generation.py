@@ -149,7 +149,7 @@ def generate_texts(runnable: Runnable, prompts: Sequence[str], settings: Generat
         runnable: The model and tokenizer.
         prompts: Texts as the model reads them.
         settings: Decoding settings.
-        batch_size: Prompts decoded together (left-padded, one KV cache per batch).
+        batch_size: Prompts decoded together (left-padded, one KV cache per batch; 1 with hidden-state optimisation).
         streamer: A `transformers` streamer (e.g. `TextStreamer`) that receives tokens as they are
             made; only with one prompt.
     """
@@ -166,7 +166,8 @@ def generate_texts(runnable: Runnable, prompts: Sequence[str], settings: Generat
     decoding = Decoding.build(runnable, settings)
     tokenizer.padding_side = tokenizer.truncation_side = "left"  # every row ends at the last column, where decoding continues
     try:
-        for chunk in _chunks(list(prompts), batch_size):
+        # hidden-state optimisation splits each prompt in half: one at a time, so left padding cannot move the split
+        for chunk in _chunks(list(prompts), 1 if settings.hso_steps else batch_size):
             inputs = tokenizer(list(chunk), return_tensors="pt", padding=True, add_special_tokens=add_special,
                                truncation=limit is not None, max_length=limit).to(device)
             extra = decoding.batch_kwargs(inputs)  # hidden-state optimisation needs gradients: outside inference mode

@@ -46,13 +46,19 @@ def _cache(tensors: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
     return DynamicCache(ddp_cache_data=tensors)
 
 
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding, as `generate` numbers them."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def seen_text_loss(model: nn.Module, tensors: list[tuple[torch.Tensor, torch.Tensor]], rest: torch.Tensor,
                    mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss of `rest` (the prompt's second part) read on top of the cache `tensors`.
 
     `mask` is the attention mask of the whole prompt (first part and `rest`).
     """
-    logits = model(input_ids=rest, attention_mask=mask, cache=_cache(tensors), use_cache=True).logits
+    logits = model(input_ids=rest, attention_mask=mask, position_ids=positions(mask)[:, -rest.shape[1]:],
+                   cache=_cache(tensors), use_cache=True).logits
     targets = rest[:, 1:].masked_fill(mask[:, -rest.shape[1] + 1:] == 0, -100)
     return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
@@ -69,7 +75,8 @@ def optimised_cache(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
         raise GenerationError(f"Hidden-state optimisation needs a prompt of at least 3 tokens, got {input_ids.shape[1]}.")
     rest = input_ids[:, split:]
     with torch.no_grad():
-        first = model(input_ids=input_ids[:, :split], attention_mask=attention_mask[:, :split], use_cache=True)
+        first = model(input_ids=input_ids[:, :split], attention_mask=attention_mask[:, :split],
+                      position_ids=positions(attention_mask)[:, :split], use_cache=True)
     tensors = [(layer.keys.detach().clone().requires_grad_(True), layer.values.detach().clone().requires_grad_(True))
                for layer in first.cache.layers]
     leaves = [t for pair in tensors for t in pair]
