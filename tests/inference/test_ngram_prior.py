@@ -97,6 +97,7 @@ def test_a_catalog_entry_is_a_style_corpus(tmp_path):
 @pytest.mark.parametrize("settings, message", [
     (dict(style_lambda=-0.1), "lambda must be >= 0"),
     (dict(num_beams=0), "num_beams must be an integer >= 1"),
+    (dict(style_order=7), "order must be one of"),
 ])
 def test_bad_prior_settings_get_one_sentence(settings, message):
     with pytest.raises(GenerationError, match=message):

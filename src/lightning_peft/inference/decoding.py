@@ -18,7 +18,7 @@ from .beam_classifier import AttributeClassifier, ConditionalBeamProcessor, Last
 from .errors import GenerationError
 from .hidden_state_opt import HiddenStateOptimisation, optimised_cache
 from .loading import Runnable
-from .ngram_prior import NgramCounts, NgramPriorProcessor, ngram_counts
+from .ngram_prior import NgramCounts, NgramPriorProcessor, check_order, ngram_counts
 from .style_corpus import corpus_text
 
 
@@ -41,6 +41,7 @@ def check_decoding_options(options: DecodingOptions) -> None:
         raise GenerationError(f"num_beams must be an integer >= 1, got {options.num_beams!r}.")
     if not options.style_lambda >= 0:
         raise GenerationError(f"The style prior's lambda must be >= 0 (the paper: about 0.1), got {options.style_lambda!r}.")
+    check_order(options.style_order)
     if not options.beta >= 0:
         raise GenerationError(f"beta (the classifier's weight in the beam score) must be >= 0, got {options.beta!r}.")
     HiddenStateOptimisation(options.hso_steps, options.hso_lr)

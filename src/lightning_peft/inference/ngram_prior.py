@@ -28,6 +28,8 @@ from ..zoo import cache_root
 from .style_corpus import corpus_text
 from .errors import GenerationError
 
+ORDERS = (1, 2, 3, 4, 5)  # the highest n-gram orders we count (the paper: 3)
+
 
 @dataclass
 class NgramCounts:
@@ -85,14 +87,18 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(vocab.encode()).hexdigest()[:16]
 
 
+def check_order(order: int) -> None:
+    if order not in ORDERS:
+        raise GenerationError(f"The style prior's n-gram order must be one of {ORDERS} (the paper: 3), got {order!r}.")
+
+
 def ngram_counts(corpus: str, tokenizer: PreTrainedTokenizerBase, order: int = 3,
                  cache_dir: Path | None = None) -> NgramCounts:
     """The n-gram counts of `corpus` (a text file or catalog name) on `tokenizer`, counted once and cached.
 
     The cache key is the corpus text's sha256, the tokenizer's vocabulary fingerprint and the order.
     """
-    if order not in (1, 2, 3, 4, 5):
-        raise GenerationError(f"The n-gram order must be 1 to 5 (the paper uses 3), got {order!r}.")
+    check_order(order)
     text = corpus_text(corpus)
     key = hashlib.sha256(f"{hashlib.sha256(text.encode()).hexdigest()}|{tokenizer_fingerprint(tokenizer)}|{order}"
                          .encode()).hexdigest()[:24]
