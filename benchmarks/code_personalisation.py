@@ -69,11 +69,25 @@ def run(method: str, steps: int, completions: int, seed: int, backbone: str) -> 
     return result
 
 
+def parameters(backbone: str) -> dict:
+    """Trainable parameters of each method's recipe (weights loaded and adapted; nothing trained: seconds)."""
+    counts = {}
+    for method in METHODS:
+        cli = recipe_cli(["configs/code/data.yaml", f"configs/code/{method}.yaml"], 1, 0,
+                         "--model.init_args.backbone", backbone)
+        cli.model.configure_model()
+        counts[method] = sum(p.numel() for g in cli.model.groups.values() for p in g.values())
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    saved[f"trainable_parameters_{backbone}"] = counts
+    RESULTS.write_text(json.dumps(saved, indent=1))
+    return counts
+
+
 def table() -> str:
     rows = ["| method | steps | exact match | test line loss | held-out loss | trainable params | s/step | peak RSS GB |",
             "|---|---|---|---|---|---|---|---|"]
-    saved = json.loads(RESULTS.read_text())
-    for key, r in sorted(saved.items(), key=lambda item: -item[1]["exact_match"]):
+    arms = {key: r for key, r in json.loads(RESULTS.read_text()).items() if "method" in r}
+    for key, r in sorted(arms.items(), key=lambda item: -item[1]["exact_match"]):
         train = r["train"]
         rows.append(f"| {r['method']} | {r['steps']} | {r['exact_match']:.3f} ({int(r['count'])}) | "
                     f"{r['test_completion_line_loss']:.3f} | {r['val_loss_heldout_files']:.3f} | "
@@ -90,7 +104,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--backbone", default="smollm2-135m", help="tiny-llama for a smoke run")
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--parameters", action="store_true", help="trainable parameters per method only (seconds)")
     args = parser.parse_args()
+    if args.parameters:
+        print(json.dumps(parameters(args.backbone), indent=1))
+        return
     if args.table or args.method is None:
         print(table())
         return

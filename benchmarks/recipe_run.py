@@ -36,6 +36,9 @@ def fit_timed(cli: LightningPeftCLI, warmup_steps: int = 3) -> dict:
         output = Path(folder) / "clock.json"
         cli.trainer.callbacks.append(StepClock(str(output), warmup_steps=warmup_steps))
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        if cli.trainer.global_step != cli.trainer.max_steps:  # e.g. SIGTERM from `timeout`: Lightning stops early
+            raise SystemExit(f"Training stopped at step {cli.trainer.global_step} of {cli.trainer.max_steps}; "
+                             "no figures are saved.")
         summary = json.loads(output.read_text())
     summary["seconds_per_step"] = summary["timed_seconds"] / summary["timed_steps"]
     return {k: v for k, v in summary.items() if k not in ("tokens_per_step", "losses")} | {
