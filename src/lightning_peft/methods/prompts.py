@@ -22,9 +22,10 @@ sequence classifiers get their padding moved to the left.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from abc import abstractmethod
-from typing import Literal
+from typing import Iterator, Literal
 
 from peft import PeftModel, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig, TaskType, get_peft_model
 from torch import nn
@@ -52,6 +53,29 @@ def task_type_of(model: nn.Module) -> TaskType:
             "load the backbone with AutoModelForCausalLM, AutoModelForSeq2SeqLM or AutoModelForSequenceClassification."
         )
     return task_type
+
+
+def takes_past_key_values(model: nn.Module) -> bool:
+    """Whether `model` or its backbone takes ``past_key_values`` by that name, which peft's prefix tuning checks
+    before running a sequence classifier (peft 0.21)."""
+    return any("past_key_values" in inspect.signature(part.forward).parameters for part in (model, model.base_model))
+
+
+@contextlib.contextmanager
+def _prompt_off(model: PeftModel) -> Iterator[nn.Module]:
+    """`model` without its prompt, in place. peft's `disable_adapter` also swaps `prepare_inputs_for_generation`,
+    which a sequence classifier lacks (peft 0.21: AttributeError); for one, only the forward is swapped, as
+    peft does it: the base's own forward, past the prompt."""
+    if peft_task_type(model.get_base_model()) != TaskType.SEQ_CLS:
+        with model.disable_adapter():
+            yield model
+        return
+    prompted = model.forward
+    model.forward = model.base_model.forward
+    try:
+        yield model
+    finally:
+        model.forward = prompted
 
 
 def _carry_position_ids(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -123,6 +147,9 @@ class _PeftPrompt(PeftBacked, SoftPromptMethod):
     def load(self, base: nn.Module, folder) -> nn.Module:
         """The exported prompt on `base`, with the same position fix as after `apply`."""
         return fix_prompt_positions(super().load(base, folder))
+
+    def disabled(self, model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+        return _prompt_off(model)
 
 
 class PromptTuning(_PeftPrompt):
@@ -225,6 +252,12 @@ class PrefixTuning(_PeftPrompt):
             raise MethodConfigError(
                 "Prefix tuning does not work with gradient checkpointing in peft (the prefix travels as a KV cache); "
                 "turn gradient checkpointing off, or use prompt tuning / DePT, which support it."
+            )
+        if task_type_of(model) == TaskType.SEQ_CLS and not takes_past_key_values(model):
+            raise MethodConfigError(
+                f"peft's prefix tuning hands a sequence classifier its prefixes as past_key_values, which "
+                f"{type(model).__name__} does not take (transformers 5 names it `cache`); use prompt tuning, DePT or "
+                "LoRA for this model."
             )
         return super().apply(model, modules_to_save)
 
