@@ -271,8 +271,8 @@ class PPOModule(FineTuneModule):
         size = labels.shape[0]
         self.log(f"{metrics.prefix}reward", self._scores(answers, labels).mean(), sync_dist=True, batch_size=size,
                  add_dataloader_idx=False)
-        self.log(f"{metrics.prefix}unparsable", torch.tensor(sum(n is None for n in named) / size, device=self.device), sync_dist=True,
-                 batch_size=size, add_dataloader_idx=False)
+        unparsable = torch.tensor(sum(n is None for n in named) / size, device=self.device)
+        self.log(f"{metrics.prefix}unparsable", unparsable, sync_dist=True, batch_size=size, add_dataloader_idx=False)
         self.log_dict(metrics, prog_bar=True, batch_size=size, add_dataloader_idx=False)
 
     # -- checkpoints: the KL controller travels with the adapter and value head ------------
