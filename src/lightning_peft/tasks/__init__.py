@@ -10,6 +10,7 @@ from .metrics import TokenPerplexity
 from .possibility import PossibilityExploration
 from .robust import RobustPrompt
 from .setfit import SetFitClassification
+from .weighted_verbalizer import WeightedVerbalizerClassification
 
 __all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "MNREmbedding", "PossibilityExploration", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
-           "TokenPerplexity", "VerbalizerClassification", "left_align"]
+           "TokenPerplexity", "VerbalizerClassification", "WeightedVerbalizerClassification", "left_align"]

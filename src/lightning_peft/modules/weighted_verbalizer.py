@@ -1,0 +1,82 @@
+"""SciPrompt's weighted verbalizer in the cloze family: a PET pattern model whose verbalizer can be calibrated.
+
+You et al. 2024, "SciPrompt: Knowledge-augmented Prompting for Fine-grained Categorization of
+Scientific Topics" (EMNLP; arXiv:2410.01946). Training is `ClozeModule`'s (cross-entropy over the
+class scores, PET's optional LM term); this module adds contextual calibration: before the first
+step (or evaluation) it estimates each label word's prior on a support set, the data's unlabelled
+pool, and hands it to the task (`WeightedVerbalizerClassification.set_prior`). The prior is kept
+in checkpoints, so a resumed or evaluated run scores with the prior it trained with.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+import torch
+from jsonargparse import lazy_instance
+
+from ..data.fewshot import UnlabelledPool
+from ..methods import MethodConfigError
+from ..tasks.weighted_verbalizer import WeightedVerbalizerClassification
+from .cloze import ClozeModule
+
+PRIOR_KEY = "weighted_verbalizer_prior"  # the calibration prior's entry in a checkpoint
+
+
+class WeightedVerbalizerModule(ClozeModule):
+    """A cloze pattern model scored by SciPrompt's weighted verbalizer, calibrated on the unlabelled pool when asked.
+
+    Example::
+
+        lightning-peft fit --config configs/cloze/sciprompt_bbc_news.yaml
+
+    Args:
+        task: `lightning_peft.tasks.WeightedVerbalizerClassification`.
+        support_size: How many unlabelled examples (the pool's first, in a fixed order) estimate the prior.
+        **kwargs: Everything else of `ClozeModule` (method, alpha, backbone, optimizer, ...).
+    """
+
+    def __init__(self, task: WeightedVerbalizerClassification = lazy_instance(WeightedVerbalizerClassification),
+                 support_size: int = 200, **kwargs) -> None:
+        if isinstance(support_size, bool) or not isinstance(support_size, int) or support_size < 1:
+            raise MethodConfigError(f"support_size must be a positive integer (support examples for calibration), got {support_size!r}.")
+        super().__init__(task=task, **kwargs)
+        self.support_size = support_size
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if not self.task.calibrate or self.task.log_prior is not None:
+            return
+        data = self.trainer.datamodule
+        if not isinstance(data, UnlabelledPool) or data.pool_size() == 0:
+            raise MethodConfigError("calibrate=True estimates each label word's prior on a support set, the data's unlabelled "
+                                    "pool, but the data has none; use FewShotClassificationData with unlabelled examples, "
+                                    "or set calibrate: false.")
+
+    def _calibrate(self) -> None:
+        if not self.task.calibrate or self.task.log_prior is not None:
+            return
+        data = self.trainer.datamodule
+        batch_size = min(self.support_size, 16)
+        batches = islice(data.unlabelled_dataloader(batch_size, shuffle=False), -(-self.support_size // batch_size))
+        self.task.set_prior(self.task.word_prior(self.model, batches))
+
+    def on_fit_start(self) -> None:
+        self._calibrate()
+
+    def on_validation_start(self) -> None:
+        self._calibrate()
+
+    def on_test_start(self) -> None:
+        self._calibrate()
+
+    def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        super().on_save_checkpoint(ckpt)
+        if self.task.log_prior is not None:
+            ckpt[PRIOR_KEY] = self.task.log_prior.exp().tolist()
+
+    def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        super().on_load_checkpoint(ckpt)
+        if ckpt.get(PRIOR_KEY) is not None:
+            self.task.set_prior(torch.tensor(ckpt[PRIOR_KEY]))
