@@ -11,10 +11,10 @@ scores the weighted sum
     score(c) = sum_{w in c} softmax_c(s)_w * log p(w)
 
 with the weights s trainable, initialised from the words' correlation scores. The soft variant
-scores the label words with a linear head on the slot's hidden state instead, its rows initialised
-from the words' (first token's) LM-head rows, so it starts as the LM's own scores of those words.
+scores the classes with a linear head on the slot's hidden state instead, each class's row initialised
+as the score-weighted mean of its words' LM-head rows (the reference's `SoftVerbalizer`).
 
-The weights (and the soft head) are submodules of the loaded model (`VERBALIZER_NAME`, `SOFT_HEAD_NAME`),
+The weights (or the soft head) are submodules of the loaded model (`VERBALIZER_NAME`, `SOFT_HEAD_NAME`),
 declared in `head_modules`: every method trains them in full and every checkpoint keeps them.
 """
 
@@ -31,8 +31,8 @@ from .classification import left_align
 from .cloze import ClozeClassification, word_log_probs
 from .label_word_expansion import expand_label_words
 
-VERBALIZER_NAME = "weighted_verbalizer"  # attribute of the LM holding the word weights s
-SOFT_HEAD_NAME = "soft_verbalizer_head"  # attribute of the LM holding the soft variant's head
+VERBALIZER_NAME = "weighted_verbalizer"  # the LM's submodule holding the word weights s
+SOFT_HEAD_NAME = "soft_verbalizer_head"  # the LM's submodule holding the soft variant's head
 
 
 class WordWeights(nn.Module):
@@ -54,7 +54,7 @@ class WordWeights(nn.Module):
 
 
 class _LMWithVerbalizer:
-    """What `auto_class()` returns: the task's LM auto class, with the word weights (and soft head) attached."""
+    """What `auto_class()` returns: the task's LM auto class, with the word weights (or the soft head) attached."""
 
     def __init__(self, task: WeightedVerbalizerClassification) -> None:
         self.task = task
@@ -62,14 +62,30 @@ class _LMWithVerbalizer:
     def from_pretrained(self, path: str, **kwargs) -> nn.Module:
         import transformers
 
-        model = getattr(transformers, self.task.auto_class_name).from_pretrained(path, **kwargs)
-        model.add_module(VERBALIZER_NAME, WordWeights(self.task.word_scores, self.task.word_class, len(self.task.label_names)))
-        if self.task.soft:
-            rows = model.get_output_embeddings().weight.detach()[self.task.word_ids[:, 0]]
-            head = nn.Linear(rows.shape[1], rows.shape[0], bias=False, dtype=rows.dtype)
-            head.weight.data.copy_(rows)
-            model.add_module(SOFT_HEAD_NAME, head)
+        task = self.task
+        task.expand()
+        model = getattr(transformers, task.auto_class_name).from_pretrained(path, **kwargs)
+        if not task.soft:
+            model.add_module(VERBALIZER_NAME, WordWeights(task.word_scores, task.word_class, len(task.label_names)))
+            return model
+        rows = soft_head_rows(model.get_output_embeddings().weight.detach(), task.word_ids, task.word_mask,
+                              task.word_scores, task.word_class, len(task.label_names))
+        head = nn.Linear(rows.shape[1], rows.shape[0], bias=False, dtype=rows.dtype)
+        head.weight.data.copy_(rows)
+        model.add_module(SOFT_HEAD_NAME, head)
         return model
+
+
+def soft_head_rows(lm_head: torch.Tensor, word_ids: torch.Tensor, word_mask: torch.Tensor, scores: torch.Tensor,
+                   word_class: torch.Tensor, classes: int) -> torch.Tensor:
+    """[classes, hidden]: the soft head's initial rows, row_c = (1/|c|) sum_{w in c} s_w * mean_{t in w} E_t.
+
+    E is the LM head's weight (one row per token); a word of several tokens takes the mean of its rows.
+    """
+    mask = word_mask.unsqueeze(-1).to(lm_head.dtype)
+    words = (lm_head[word_ids] * mask).sum(1) / mask.sum(1)  # [words, hidden]
+    weighted = words * scores.to(lm_head.dtype).unsqueeze(-1)
+    return torch.stack([weighted[word_class == c].mean(0) for c in range(classes)])
 
 
 class WeightedVerbalizerClassification(ClozeClassification):
@@ -86,8 +102,8 @@ class WeightedVerbalizerClassification(ClozeClassification):
         calibrate: Contextual calibration: divide each word's probability by its prior on a support set and
             drop the bottom half of each class's words by prior (the module computes the prior from the
             data's unlabelled pool; `set_prior`).
-        soft: Score the words with a trainable linear head initialised from their LM-head rows (causal LMs;
-            one row per word, its first token's).
+        soft: Score the classes with a trainable linear head on the slot's hidden state, class c's row starting at
+            (1/|c|) sum_{w in c} s_w * (w's LM-head row; the mean of its tokens' rows) (causal LMs; `soft_head_rows`).
         lm, prefix_space: As in `ClozeClassification`.
     """
 
@@ -106,9 +122,12 @@ class WeightedVerbalizerClassification(ClozeClassification):
         super().__init__(label_words, lm=lm, prefix_space=prefix_space)
         if soft and lm != "causal":
             raise TaskConfigError("soft=True reads the hidden state before a causal LM's head; use lm='causal' or soft: false.")
+        if soft and calibrate:
+            raise TaskConfigError("calibrate=True divides label-word probabilities, which soft=True does not use; set one of them false.")
         unknown = sorted(set(expansion or {}) - {"encoder", "top_k", "threshold", "min_count", "keep_seeds"})
         if unknown:
             raise TaskConfigError(f"expansion has unknown settings {unknown}; use encoder, top_k, threshold, min_count, keep_seeds.")
+        self.seeds = dict(self.label_words)  # the constructor's words; `bind` replaces label_words with the scored ones
         self.given_scores = {label: dict(words) for label, words in (word_scores or {}).items()}
         self.expand_from, self.expansion, self.cache_dir = expand_from, dict(expansion or {}), cache_dir
         self.calibrate, self.soft = calibrate, soft
@@ -119,31 +138,44 @@ class WeightedVerbalizerClassification(ClozeClassification):
         return _LMWithVerbalizer(self)
 
     def head_modules(self, model: nn.Module) -> list[str]:
-        return [VERBALIZER_NAME] + ([SOFT_HEAD_NAME] if self.soft else [])
+        return [SOFT_HEAD_NAME if self.soft else VERBALIZER_NAME]
 
     def bind(self, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> None:
-        self.tokenizer = tokenizer  # the expansion tokenizes candidates before the parent's bind
+        """Check and tokenize the seed words (or the given `word_scores`); the expansion waits for `expand`."""
         names = list(label_names or [])
-        scored = self.given_scores or self._expand(tokenizer, names)
-        self.label_words = {label: list(words) for label, words in scored.items()}
-        super().bind(tokenizer, label_names)
-        self.word_scores = torch.tensor([float(scored.get(label, {label: 1.0})[word])
-                                         for label, words in zip(self.label_names, self.words) for word in words])
-        self.keep = torch.ones(len(self.word_scores), dtype=torch.bool)
-
-    def _expand(self, tokenizer: PreTrainedTokenizerBase, names: list[str]) -> dict[str, dict[str, float]]:
-        seeds = {label: self.label_words.get(label, [label]) for label in names}
+        seeds = {label: self.seeds.get(label, [label]) for label in names}
         empty = [label for label, words in seeds.items() if not [word for word in words if str(word).strip()]]
-        if empty:
+        if empty and not self.given_scores:
             raise TaskConfigError(f"Class {empty[0]!r} has no seed words; list at least one word for it in label_words.")
-        if self.expand_from is None:
-            return {label: {word: 1.0 for word in words} for label, words in seeds.items()}
+        self.expanded = bool(self.given_scores) or self.expand_from is None
+        self._bind_words(tokenizer, label_names, self.given_scores or {label: {word: 1.0 for word in words}
+                                                                       for label, words in seeds.items()})
+
+    def expand(self) -> None:
+        """Expand the seed words from `expand_from` (cached; see `expand_label_words`) and bind the result.
+
+        Runs when the model is built (`auto_class().from_pretrained`), not in `bind`: the expansion loads a
+        sentence encoder and reads the whole dataset, which a parsed-but-not-run config should not pay for.
+        """
+        if self.expanded:
+            return
         from ..data.catalog import load_records
         from ..zoo import cache_root
 
         texts = [record.get("text", "") for record in load_records(self.expand_from)]
+        seeds = {label: self.seeds.get(label, [label]) for label in self.label_names}
         cache = self.cache_dir or cache_root() / "label_words"
-        return expand_label_words(seeds, texts, tokenizer, cache, prefix_space=self.prefix_space, **self.expansion)
+        scored = expand_label_words(seeds, texts, self.tokenizer, cache, prefix_space=self.prefix_space, **self.expansion)
+        self._bind_words(self.tokenizer, self.label_names, scored)
+        self.expanded = True
+
+    def _bind_words(self, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None,
+                    scored: dict[str, dict[str, float]]) -> None:
+        self.label_words = {label: list(words) for label, words in scored.items()}
+        super().bind(tokenizer, label_names)
+        self.word_scores = torch.tensor([float(scored.get(label, {label: 1.0})[word])
+                                         for label, words in zip(self.label_names, self.words) for word in words])
+        self.keep, self.log_prior = torch.ones(len(self.word_scores), dtype=torch.bool), None
 
     # -- calibration ------------------------------------------------------------------------
 
@@ -173,12 +205,9 @@ class WeightedVerbalizerClassification(ClozeClassification):
     def word_log_probs(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        keep: torch.Tensor | None = None) -> torch.Tensor:
         """[B, words]: log p(w), a log-softmax over the (kept) label words' slot scores, calibrated when a prior is set."""
-        if self.soft:
-            scores = self._soft_word_scores(model, input_ids, attention_mask)
-        else:
-            ids, mask = self.word_ids.to(input_ids.device), self.word_mask.to(input_ids.device)
-            token = (self._causal_token_log_probs if self.lm == "causal" else self._masked_token_log_probs)
-            scores = word_log_probs(token(model, input_ids, attention_mask, ids, mask), mask)
+        ids, mask = self.word_ids.to(input_ids.device), self.word_mask.to(input_ids.device)
+        token = self._causal_token_log_probs if self.lm == "causal" else self._masked_token_log_probs
+        scores = word_log_probs(token(model, input_ids, attention_mask, ids, mask), mask)
         if keep is None:
             return scores.log_softmax(-1)
         scores = scores.masked_fill(~keep, float("-inf")).log_softmax(-1)
@@ -186,8 +215,8 @@ class WeightedVerbalizerClassification(ClozeClassification):
             scores = (scores - self.log_prior.to(scores.device)).masked_fill(~keep, float("-inf")).log_softmax(-1)
         return scores.masked_fill(~keep, 0.0)
 
-    def _soft_word_scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The soft head's logits for the label words from the hidden state that the LM head reads at the slot."""
+    def _soft_scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The soft head's class logits on the hidden state that the LM head reads at the slot."""
         captured: list[torch.Tensor] = []
         hook = model.get_output_embeddings().register_forward_hook(lambda module, args, out: captured.append(args[0]))
         try:
@@ -199,7 +228,9 @@ class WeightedVerbalizerClassification(ClozeClassification):
         return getattr(model, SOFT_HEAD_NAME)(captured[-1][:, -1]).float()
 
     def scores(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Class scores [B, classes]: sum over each class's kept words of softmax_c(s)_w * log p(w)."""
+        """Class scores [B, classes]: sum over each class's kept words of softmax_c(s)_w * log p(w) (soft: the head's logits)."""
+        if self.soft:
+            return self._soft_scores(model, input_ids, attention_mask)
         keep = self.keep.to(input_ids.device)
         log_probs = self.word_log_probs(model, input_ids, attention_mask, keep)
         return getattr(model, VERBALIZER_NAME)(log_probs, keep)
