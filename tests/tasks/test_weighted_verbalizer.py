@@ -182,3 +182,21 @@ def test_calibration_without_a_support_set_is_refused_at_setup(tmp_path, topics)
                               val_size=6, test_size=0, batch_size=3, max_length=32)
     with pytest.raises(MethodConfigError, match="calibrate=True estimates each label word's prior on a support set"):
         _fit(tmp_path, data, WeightedVerbalizerClassification({label: [label] for label in LABELS}, calibrate=True))
+
+
+def test_the_recipe_runs_with_fast_dev_run_on_a_tiny_model(tmp_path, cache):
+    from pathlib import Path
+
+    from lightning_peft.cli import main
+
+    topics = ["business", "entertainment", "politics", "sport", "tech"]
+    path = tmp_path / "news.jsonl"
+    path.write_text("".join(json.dumps({"text": f"{t} news {i} market film vote match phone", "label": t}) + "\n"
+                            for t in topics for i in range(8)))
+    recipe = Path(__file__).resolve().parents[2] / "configs/cloze/sciprompt_bbc_news.yaml"
+    main(["fit", "--config", str(recipe), "--model.init_args.backbone", "tiny-llama", "--data.init_args.dataset", str(path),
+          "--model.init_args.task.init_args.expand_from", str(path),
+          "--model.init_args.task.init_args.expansion", '{"encoder": "tiny-bert", "top_k": 3, "threshold": -1.0, "min_count": 2}',
+          "--data.init_args.shots_per_class", "2", "--data.init_args.test_size", "5",
+          "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
+          "--trainer.fast_dev_run", "true"])
