@@ -200,3 +200,14 @@ def test_the_recipe_runs_with_fast_dev_run_on_a_tiny_model(tmp_path, cache):
           "--data.init_args.shots_per_class", "2", "--data.init_args.test_size", "5",
           "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
           "--trainer.fast_dev_run", "true"])
+
+
+def test_the_soft_head_trains_as_a_head_beside_the_adapter(tmp_path, topics):
+    task = WeightedVerbalizerClassification({label: [label] for label in LABELS}, soft=True)
+    module = WeightedVerbalizerModule(backbone="tiny-llama", task=task, method=Lora(r=4, target_modules=["q_proj"]),
+                                      label_names=LABELS)
+    module.configure_model()
+    (name, start), = [(n, p.detach().clone()) for n, p in module.model.named_parameters() if p.requires_grad and SOFT_HEAD_NAME in n]
+    assert name in module.groups["head"]
+    module, _ = _fit(tmp_path, _few_shot(topics), task, steps=1)
+    assert not torch.equal(dict(module.model.named_parameters())[name].detach(), start)
