@@ -180,7 +180,8 @@ class ClozeClassification(_Classification):
 
         One pass over the prompts scores every word's first token at the last position; words of
         several tokens get a second pass over (prompt + their tokens but the last), one row per
-        prompt and word, whose last positions predict their remaining tokens.
+        prompt and such word (single-token words need none: a verbalizer of many words stays cheap),
+        whose last positions predict their remaining tokens.
         """
         input_ids, attention_mask = left_align(input_ids, attention_mask)
         batch, words, longest = input_ids.shape[0], ids.shape[0], ids.shape[1]
@@ -188,15 +189,17 @@ class ClozeClassification(_Classification):
                       position_ids=(attention_mask.cumsum(1) - 1).clamp(min=0), logits_to_keep=1).logits[:, -1]
         out = torch.zeros(batch, words, longest, dtype=torch.float32, device=input_ids.device)
         out[:, :, 0] = first.float().log_softmax(-1)[:, ids[:, 0]]
-        if longest == 1:
+        several = mask[:, 1:].any(1).nonzero().squeeze(-1)  # the words of more than one token
+        if several.numel() == 0:
             return out
+        ids, mask, words = ids[several], mask[several], len(several)
         # rows = (prompt, word); continuation = the word's tokens but its last, right-padded
         rows_ids = torch.cat([input_ids.repeat_interleave(words, 0), ids[:, :-1].repeat(batch, 1)], dim=1)
         rows_mask = torch.cat([attention_mask.repeat_interleave(words, 0), mask[:, 1:].repeat(batch, 1)], dim=1)
         logits = model(input_ids=rows_ids, attention_mask=rows_mask,
                        position_ids=(rows_mask.cumsum(1) - 1).clamp(min=0), logits_to_keep=longest - 1).logits
         following = logits.float().log_softmax(-1).gather(-1, ids[:, 1:].repeat(batch, 1).unsqueeze(-1)).squeeze(-1)
-        out[:, :, 1:] = following.view(batch, words, longest - 1)
+        out[:, several, 1:] = following.view(batch, words, longest - 1)
         return out
 
     def _masked_token_log_probs(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
