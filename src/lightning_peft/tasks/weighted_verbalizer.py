@@ -20,7 +20,7 @@ declared in `head_modules`: every method trains them in full and every checkpoin
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Iterable, Literal
 
 import torch
 from torch import nn
@@ -189,7 +189,7 @@ class WeightedVerbalizerClassification(ClozeClassification):
         self.log_prior, self.keep = prior.clamp(min=1e-12).log().float(), keep
 
     @torch.no_grad()
-    def word_prior(self, model: nn.Module, batches) -> torch.Tensor:
+    def word_prior(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> torch.Tensor:
         """Each label word's mean probability (softmax over all label words) over the support inputs `batches`."""
         total, count = 0.0, 0
         device = next(model.parameters()).device
