@@ -9,5 +9,7 @@ from .lora import LoraModule
 from .rl import PPOModule
 from .selective import SelectiveModule
 from .soft_prompt import SoftPromptModule
+from .weighted_verbalizer import WeightedVerbalizerModule
 
-__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "EmbeddingModule", "FineTuneModule", "LoraModule", "PPOModule", "SelectiveModule", "SoftPromptModule"]
+__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "EmbeddingModule", "FineTuneModule", "LoraModule", "PPOModule", "SelectiveModule", "SoftPromptModule",
+           "WeightedVerbalizerModule"]

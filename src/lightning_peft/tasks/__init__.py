@@ -8,9 +8,11 @@ from .embedding import MNREmbedding
 from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
 from .metrics import TokenPerplexity
 from .possibility import PossibilityExploration
+from .rewards import LabelReward, RegressionReward, RewardFunction
 from .robust import RobustPrompt
 from .setfit import SetFitClassification
 from .weighted_verbalizer import WeightedVerbalizerClassification
 
-__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "MNREmbedding", "PossibilityExploration", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
+__all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "LabelReward", "MNREmbedding", "PossibilityExploration", "RegressionReward",
+           "RewardFunction", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "WeightedVerbalizerClassification", "left_align"]
