@@ -24,7 +24,8 @@ def test_mnr_loss_is_the_in_batch_softmax_over_scaled_cosines_by_hand():
 
 
 def test_mnr_loss_equals_sentence_transformers_on_the_same_embeddings():
-    losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
+    from sentence_transformers.sentence_transformer import losses  # a test dependency (pyproject's `test` extra)
+
     generator = torch.Generator().manual_seed(0)
     anchors, positives = torch.randn(16, 32, generator=generator), torch.randn(16, 32, generator=generator)
     reference = losses.MultipleNegativesRankingLoss(model=None, scale=20.0)
