@@ -24,7 +24,7 @@ def test_mnr_loss_is_the_in_batch_softmax_over_scaled_cosines_by_hand():
 
 
 def test_mnr_loss_equals_sentence_transformers_on_the_same_embeddings():
-    from sentence_transformers.sentence_transformer import losses  # a test dependency (pyproject's `test` extra)
+    from sentence_transformers.sentence_transformer import losses  # a dependency (pyproject.toml)
 
     generator = torch.Generator().manual_seed(0)
     anchors, positives = torch.randn(16, 32, generator=generator), torch.randn(16, 32, generator=generator)
