@@ -25,6 +25,7 @@ from torch import nn
 from ..atomic import write_file_atomically
 from .adapter_layers import SLOT, base_signature, model_type
 from .base import MethodConfigError
+from .spec_file import read_spec_file
 
 CONFIG_NAME = "bottleneck_adapter.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -78,13 +79,7 @@ def read_spec(folder: str | Path, what: str) -> AdapterSpec:
     if not path.is_file():
         raise AdapterLoadError(f"{what} {folder} holds no {CONFIG_NAME}; point it at a folder exported from a "
                                "BottleneckAdapter run (`lightning-peft export`).")
-    try:
-        spec = AdapterSpec(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise AdapterLoadError(f"{path} is not a bottleneck adapter config this version reads ({error}); export it again.") from None
-    if spec.format != FORMAT:
-        raise AdapterLoadError(f"{path} has format {spec.format!r}, not {FORMAT!r}; export the adapter again.")
-    return spec
+    return read_spec_file(path, AdapterSpec, FORMAT, AdapterLoadError, "bottleneck adapter", "the adapter")
 
 
 def check_base(spec: AdapterSpec, model: nn.Module, folder: Path, what: str) -> None:

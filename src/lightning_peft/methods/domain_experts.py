@@ -31,6 +31,7 @@ from transformers import PreTrainedModel
 
 from ..atomic import write_file_atomically
 from .base import Adapted, Capabilities, MethodBase, MethodConfigError, freeze
+from .spec_file import read_spec_file
 from .selective import _train_heads
 
 # model_type -> patterns over full module names: the modules that make up each layer's FFN (hidden -> hidden
@@ -256,10 +257,4 @@ def read_spec(folder: Path) -> ExpertsSpec:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise MethodConfigError(f"{folder} holds no {CONFIG_NAME}; point at a folder exported from a DomainExperts run.")
-    try:
-        spec = ExpertsSpec(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise MethodConfigError(f"{path} is not a domain-experts config this version reads ({error}); export it again.") from None
-    if spec.format != FORMAT:
-        raise MethodConfigError(f"{path} has format {spec.format!r}, not {FORMAT!r}; export the experts again.")
-    return spec
+    return read_spec_file(path, ExpertsSpec, FORMAT, MethodConfigError, "domain-experts", "the experts")
