@@ -1,5 +1,6 @@
 """Tasks: the training objective and its metrics, independent of the fine-tuning method."""
 
+from .adversarial import SMART, Adversary, FreeLB
 from .base import Classifies, Task, TaskConfigError, TaskOutput
 from .classification import HeadClassification, VerbalizerClassification, left_align
 from .cloze import ClozeClassification
@@ -16,3 +17,4 @@ from .weighted_verbalizer import WeightedVerbalizerClassification
 __all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "LabelReward", "MNREmbedding", "PossibilityExploration", "RegressionReward",
            "RewardFunction", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "WeightedVerbalizerClassification", "left_align"]
+__all__ += ["Adversary", "FreeLB", "SMART"]

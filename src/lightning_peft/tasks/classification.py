@@ -15,11 +15,13 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import PreTrainedTokenizerBase
 
+from .adversarial import Adversary
 from .base import Task, TaskConfigError, TaskOutput
 
 
 class _Classification(Task):
     needs_labels = True
+    adversarial: Adversary | None = None  # set by the tasks that take one; None: the plain objective
 
     def metrics(self) -> MetricCollection:
         classes = len(self.label_names)
@@ -33,15 +35,34 @@ class _Classification(Task):
     def _output(self, scores: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
         return TaskOutput(loss=F.cross_entropy(scores.float(), labels), preds=scores.argmax(-1), target=labels)
 
+    def _classify(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
+        """Cross-entropy on the class scores; in training (gradients on) the `adversarial` objective when one is set."""
+        def score() -> torch.Tensor:
+            return self.scores(model, batch["input_ids"], batch["attention_mask"])
+
+        def loss(scores: torch.Tensor) -> TaskOutput:
+            return self._output(scores, batch["labels"])
+
+        if self.adversarial is None or not torch.is_grad_enabled():
+            return loss(score())
+        return self.adversarial.objective(model, score, loss)
+
 
 class HeadClassification(_Classification):
     """A new linear head on the backbone (`AutoModelForSequenceClassification`), trained in full.
 
     For decoder-only models the head reads the last non-padding token, which needs the model's
     `pad_token_id`; it is set from the tokenizer.
+
+    Args:
+        adversarial: Adversarial fine-tuning on the input embeddings during training
+            (lightning_peft.tasks.FreeLB or SMART); null: the plain cross-entropy.
     """
 
     auto_class_name = "AutoModelForSequenceClassification"
+
+    def __init__(self, adversarial: Adversary | None = None) -> None:
+        self.adversarial = adversarial
 
     def model_kwargs(self) -> dict:
         return {"num_labels": len(self.label_names), "pad_token_id": self.tokenizer.pad_token_id}
@@ -57,7 +78,7 @@ class HeadClassification(_Classification):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
-        return self._output(self.scores(model, batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        return self._classify(model, batch)
 
 
 def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,11 +101,15 @@ class VerbalizerClassification(_Classification):
             Each word is scored by its first token (with a leading space by default), and
             those first tokens must differ between labels.
         prefix_space: Prepend a space to each word before tokenizing it (the word follows the prompt).
+        adversarial: Adversarial fine-tuning on the input embeddings during training
+            (lightning_peft.tasks.FreeLB or SMART); null: the plain cross-entropy.
     """
 
-    def __init__(self, label_words: dict[str, str] | None = None, prefix_space: bool = True) -> None:
+    def __init__(self, label_words: dict[str, str] | None = None, prefix_space: bool = True,
+                 adversarial: Adversary | None = None) -> None:
         self.label_words = dict(label_words or {})
         self.prefix_space = prefix_space
+        self.adversarial = adversarial
 
     def bind(self, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> None:
         super().bind(tokenizer, label_names)
@@ -120,4 +145,4 @@ class VerbalizerClassification(_Classification):
         return logits.index_select(-1, self.label_token_ids.to(logits.device))
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput:
-        return self._output(self.scores(model, batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        return self._classify(model, batch)
