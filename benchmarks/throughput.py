@@ -23,8 +23,10 @@ verbalizer objective has no stock `Trainer` equivalent. `long_sft` (GPU) pairs r
 Lee news corpus (16-640 words) into examples of up to 1,024 tokens.
 
 Variants of our arm (`--variants`, features joined by "+"): `plain` (no bucketing, no packing: the
-equal-settings row, with lightning-peft's defaults), `packing`, `bucketing`, `chunked` (chunked
-cross-entropy), `compile`, `grad_ckpt`, `peft_dropout` (peft's own nn.Dropout instead of our default
+equal-settings row, with lightning-peft's defaults, which include `CausalLMSFT(chunked_loss="auto")`: the
+loss at labelled positions only, computed chunk by chunk), `packing`, `bucketing`, `chunked` (the chunked
+loss forced on), `unchunked` (the model's own loss, every position projected onto the vocabulary, as
+before "auto" became the default), `compile`, `grad_ckpt`, `peft_dropout` (peft's own nn.Dropout instead of our default
 `Lora(compact_dropout=True)`, which keeps shared inputs and 1-byte masks: same numbers, less memory),
 `no_allocator_cache` (glibc's default allocator settings instead of `lightning-peft fit`'s
 `CpuAllocatorCache`, which keeps freed memory in the process between CPU steps), `sdpa`
@@ -63,7 +65,8 @@ from lightning_peft.callbacks.cpu_allocator import KEEP_FREED_ENV
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}  # harness name -> our --trainer.precision
-FEATURES = ("packing", "bucketing", "chunked", "compile", "grad_ckpt", "peft_dropout", "no_allocator_cache", "sdpa")
+FEATURES = ("packing", "bucketing", "chunked", "unchunked", "compile", "grad_ckpt", "peft_dropout", "no_allocator_cache",
+            "sdpa")
 TREC_TEMPLATE = "Question: {text}\nAnswer type:"
 # ~0.5B and ~1B Llama shapes (SmolLM2's 49,152-token vocabulary, tied embeddings, 64-wide heads).
 GPU_MODELS = {
@@ -171,6 +174,13 @@ def features_of(variant: str, device: str) -> list[str]:
     return features
 
 
+def chunked_loss(features: set[str]) -> bool | str:
+    """`CausalLMSFT(chunked_loss=...)` of a run: lightning-peft's default ("auto") unless a feature names it."""
+    if {"chunked", "unchunked"} <= features:
+        raise SystemExit("error: a variant cannot be both chunked and unchunked.")
+    return True if "chunked" in features else False if "unchunked" in features else "auto"
+
+
 def ours_config(spec: dict, output: str, root: str) -> dict:
     """The `lightning-peft fit` YAML of a run."""
     features = set(spec["features"])
@@ -193,7 +203,7 @@ def ours_config(spec: dict, output: str, root: str) -> dict:
                     "callbacks": callbacks},
         "model": {"class_path": "lightning_peft.modules.LoraModule", "init_args": {
             "backbone": spec["model_path"],
-            "task": {"class_path": "lightning_peft.tasks.CausalLMSFT", "init_args": {"chunked_loss": "chunked" in features}},
+            "task": {"class_path": "lightning_peft.tasks.CausalLMSFT", "init_args": {"chunked_loss": chunked_loss(features)}},
             "method": {"class_path": "lightning_peft.methods.Lora",
                        "init_args": {"r": lora["r"], "alpha": lora["alpha"], "dropout": lora["dropout"],
                                      "target_modules": lora["target_modules"],

@@ -85,7 +85,7 @@ def test_packed_loss_with_chunked_loss_and_gradients(tiny_llama, data_cache, tok
     padded, packed = _padded_and_packed(dialog_file, tokenizer, 1)
     model = tiny_llama()  # train mode, dropout 0 in the tiny config
     grads = []
-    for task, batch in ((CausalLMSFT(), padded), (CausalLMSFT(chunked_loss=True, loss_chunk_size=16), packed)):
+    for task, batch in ((CausalLMSFT(chunked_loss=False), padded), (CausalLMSFT(chunked_loss=True, loss_chunk_size=16), packed)):
         model.zero_grad()
         out = task.step(model, batch)
         out.loss.backward()

@@ -88,7 +88,7 @@ def _step_and_grads(task, model, batch):
 
 def _compare_tasks(model, batch=None):
     batch = batch or _batch()
-    standard, chunked = CausalLMSFT(), CausalLMSFT(chunked_loss=True, loss_chunk_size=5)
+    standard, chunked = CausalLMSFT(chunked_loss=False), CausalLMSFT(chunked_loss=True, loss_chunk_size=5)
     expected, expected_grads = _step_and_grads(standard, model, batch)
     got, grads = _step_and_grads(chunked, model, batch)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
@@ -133,3 +133,35 @@ def test_chunked_task_with_lora_on_the_lm_head_and_never_full_logits():
 def test_chunked_loss_rejects_bad_chunk_size():
     with pytest.raises(TaskConfigError, match="loss_chunk_size"):
         CausalLMSFT(chunked_loss=True, loss_chunk_size=0)
+    with pytest.raises(TaskConfigError, match="true, false or auto"):
+        CausalLMSFT(chunked_loss="yes")
+
+
+def _projected_rows(task, model, batch):
+    """How many positions the LM head projected onto the vocabulary during one step, and the step's loss."""
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, out: rows.append(out.shape[:-1].numel()))
+    try:
+        loss = task.step(model, batch).loss
+    finally:
+        hook.remove()
+    return sum(rows), loss
+
+
+def test_the_default_projects_only_labelled_positions_with_the_models_own_loss():
+    model, batch = tiny_causal_lm(), _batch()
+    default_rows, default_loss = _projected_rows(CausalLMSFT(), model, batch)
+    own_rows, own_loss = _projected_rows(CausalLMSFT(chunked_loss=False), model, batch)
+    # The model's own forward projects no position through its head; the fused chunked loss projects the
+    # labelled ones itself (`test_chunked_lm_loss_skips_ignored_positions`).
+    assert own_rows == 3 * 12 and default_rows == 0
+    torch.testing.assert_close(default_loss, own_loss, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_keeps_the_models_own_loss_where_a_logit_transform_follows_the_head():
+    model, batch = tiny_causal_lm(), _batch()
+    model.config.final_logit_softcapping = 30.0  # e.g. Gemma-2: logits are soft-capped after the head
+    rows, _ = _projected_rows(CausalLMSFT(), model, batch)
+    assert rows == 3 * 12  # the model's own loss: every position, as the model defines it
+    with pytest.raises(TaskConfigError, match="final_logit_softcapping.*set chunked_loss: false"):
+        CausalLMSFT(chunked_loss=True).step(model, batch)
