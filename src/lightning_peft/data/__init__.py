@@ -32,6 +32,7 @@ _LAZY = {
     "SetFitData": "lightning_peft.data.setfit",
     "Seq2SeqData": "lightning_peft.data.seq2seq",
     "TaskSequenceData": "lightning_peft.data.sequence",
+    "TokenClassificationData": "lightning_peft.data.token_classification",
 }
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from lightning_peft.data.sequence import TaskSequenceData
     from lightning_peft.data.setfit import SetFitData
     from lightning_peft.data.sft import SFTData
+    from lightning_peft.data.token_classification import TokenClassificationData
 
 
 def __getattr__(name: str) -> Any:
@@ -81,6 +83,7 @@ __all__ = [
     "SetFitData",
     "Seq2SeqData",
     "TaskSequenceData",
+    "TokenClassificationData",
     "list_datasets",
     "load_records",
 ]

@@ -21,7 +21,7 @@ from lightning_peft.installed import installed_file
 from lightning_peft.data.readers import BUILDERS, check_extension, file_identity, read_file
 
 Record = dict[str, Any]
-KINDS = ("classification", "sft", "text")
+KINDS = ("classification", "sft", "text", "token_classification")
 
 TREC_COARSE_NAMES = {
     "ABBR": "abbreviation", "DESC": "description", "ENTY": "entity",
@@ -111,6 +111,19 @@ def _read_lee_news() -> list[Record]:
     return [{"text": line.strip()} for line in text.splitlines() if line.strip()]
 
 
+# Google's Turkish Web and Wikipedia treebanks (CoNLL-U): the tokens are their inflectional groups, the tags
+# the universal part-of-speech tagset of Petrov et al. 2012 plus ONOM (onomatopoeia) and AFFIX.
+TURKISH_POS_TAGS = ("ADJ", "ADP", "ADV", "AFFIX", "CONJ", "DET", "NOUN", "NUM", "ONOM", "PRON", "PRT", "PUNCT", "VERB", "X")
+
+
+def _read_turkish_pos() -> list[Record]:
+    from lightning_peft.data.token_tags import read_column_file
+
+    files = (_package_file("turkish-treebanks", f"data/{section}.conllu") for section in ("web", "wiki"))
+    # `line` is dropped: with two files it would not say which one a sentence came from.
+    return [{"tokens": r["tokens"], "tags": r["tags"]} for f in files for r in read_column_file(f, 1, 3)]
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One offline dataset: its task kind, how to read it, and (classification) its fixed label order."""
@@ -151,6 +164,9 @@ CATALOG: dict[str, CatalogEntry] = {entry.name: entry for entry in (
                  "personal codebase for code personalisation", "python"),
     CatalogEntry("lee_news", "text", _read_lee_news, "Lee news corpus, one article per record (perplexity probes)",
                  "gensim"),
+    CatalogEntry("turkish_pos", "token_classification", _read_turkish_pos,
+                 "Turkish Web and Wikipedia treebanks (Google Research), 4,851 sentences: a part-of-speech tag per "
+                 "token (token classification)", "turkish-treebanks", TURKISH_POS_TAGS),
 )}
 
 

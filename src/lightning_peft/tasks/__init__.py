@@ -6,15 +6,18 @@ from .classification import HeadClassification, VerbalizerClassification, left_a
 from .cloze import ClozeClassification
 from .distillation import DistillationClassification
 from .embedding import MNREmbedding
+from .entity_f1 import EntityF1
 from .language_modeling import IGNORE_INDEX, CausalLMSFT, Seq2Seq
 from .metrics import TokenPerplexity
 from .possibility import PossibilityExploration
 from .rewards import LabelReward, RegressionReward, RewardFunction
 from .robust import RobustPrompt
 from .setfit import SetFitClassification
+from .token_classification import TokenClassification
 from .weighted_verbalizer import WeightedVerbalizerClassification
 
 __all__ = ["IGNORE_INDEX", "Classifies", "CausalLMSFT", "ClozeClassification", "DistillationClassification", "HeadClassification", "LabelReward", "MNREmbedding", "PossibilityExploration", "RegressionReward",
            "RewardFunction", "RobustPrompt", "Seq2Seq", "SetFitClassification", "Task", "TaskConfigError", "TaskOutput",
            "TokenPerplexity", "VerbalizerClassification", "WeightedVerbalizerClassification", "left_align"]
 __all__ += ["Adversary", "FreeLB", "SMART"]
+__all__ += ["EntityF1", "TokenClassification"]
