@@ -7,12 +7,17 @@ term, its ensemble labelling and iPET). Here T is drawn with `shot_seed` from th
 any classification data, and D is what remains of that split with its labels dropped; validation and
 test are the seeded splits `ClassificationData` makes, untouched by `shot_seed`, so runs with
 different shot seeds are scored on the same examples.
+
+`pool_from="test"` takes D from the test split's inputs instead, their labels dropped: transductive
+fine-tuning (Zhong et al. 2023, "Bag of Tricks for Effective Language Model Pretraining and Downstream
+Adaptation: A Case Study on GLUE", tech report), where the unlabelled test inputs feed the
+language-model term. `train_on_texts` makes the training set label-free text (PCP's filled-in patterns).
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Literal, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,10 +26,11 @@ from lightning_peft.data.classification import ClassificationData
 from lightning_peft.data.collate import PadCollator, pad_right
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.sampler import LengthBucketBatchSampler
-from lightning_peft.data.tokenized import TokenizedDataset
+from lightning_peft.data.tokenized import TokenizedDataset, flatten
 
 UNLABELLED = "unlabelled"
 ORDERED_SPLITS = ("train", "test", UNLABELLED)
+POOL_SOURCES = ("train", "test")
 
 
 @runtime_checkable
@@ -74,14 +80,16 @@ class UnlabelledCollator:
 
 class FewShotCollator:
     """Labelled examples as `PadCollator` batches them; pool examples with a teacher's `soft_labels` [B, classes]
-    (distillation) as unlabelled batches plus those scores."""
+    (distillation) as unlabelled batches plus those scores; examples with neither (PCP's texts) as unlabelled batches."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.labelled, self.pool = PadCollator(pad_token_id, "classification"), UnlabelledCollator(pad_token_id)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if "soft_labels" not in examples[0]:
+        if "label" in examples[0]:
             return self.labelled(examples)
+        if "soft_labels" not in examples[0]:
+            return self.pool(examples)
         return {**self.pool(examples), "soft_labels": torch.tensor([example["soft_labels"] for example in examples])}
 
 
@@ -108,6 +116,9 @@ class FewShotClassificationData(ClassificationData):
             The splits themselves follow `split_seed`, so validation and test do not change with it.
         max_unlabelled: Keep only this many pool examples (a seeded subset: the split's shuffled order); null: all.
             PET's ensemble scores the whole pool with every pattern model, so on a CPU a smaller pool saves hours.
+        pool_from: Where the unlabelled pool comes from: "train" (the training split's examples that are not
+            shots: PET's D) or "test" (the test split's inputs, labels dropped: transductive fine-tuning, whose
+            language-model term then reads the very inputs the run is tested on; the training rest is unused).
         template: The pattern (PET's P): a format string with the `{text}` slot, e.g. "{text} Topic:" for a
             causal LM (the answer is the next token) or "{text} Topic: [MASK]." for a masked LM.
         **kwargs: Everything else of `ClassificationData` (dataset, tokenizer, text_column, label_column,
@@ -129,7 +140,8 @@ class FewShotClassificationData(ClassificationData):
     """
 
     def __init__(self, dataset: Union[str, Any] = "trec6", shots_per_class: int = 10, shot_seed: int = 0,
-                 template: str = "{text}", max_unlabelled: Optional[int] = None, **kwargs: Any) -> None:
+                 template: str = "{text}", max_unlabelled: Optional[int] = None,
+                 pool_from: Literal["train", "test"] = "train", **kwargs: Any) -> None:
         if isinstance(shots_per_class, bool) or not isinstance(shots_per_class, int) or shots_per_class < 1:
             raise DataConfigError(f"shots_per_class must be a positive integer (examples per class), got {shots_per_class!r}.")
         if isinstance(shot_seed, bool) or not isinstance(shot_seed, int):
@@ -137,8 +149,10 @@ class FewShotClassificationData(ClassificationData):
         if max_unlabelled is not None and (isinstance(max_unlabelled, bool) or not isinstance(max_unlabelled, int)
                                            or max_unlabelled < 0):
             raise DataConfigError(f"max_unlabelled must be an integer >= 0 or null (the whole pool), got {max_unlabelled!r}.")
+        if pool_from not in POOL_SOURCES:
+            raise DataConfigError(f"pool_from must be 'train' (the training rest) or 'test' (the test inputs), got {pool_from!r}.")
         super().__init__(dataset, template=template, **kwargs)
-        self.max_unlabelled = max_unlabelled
+        self.max_unlabelled, self.pool_from = max_unlabelled, pool_from
         self.shots_per_class = shots_per_class
         self.shot_seed = shot_seed
 
@@ -151,7 +165,14 @@ class FewShotClassificationData(ClassificationData):
         shots, rest = pick_shots(labels, self.label_names, self.shots_per_class, self.shot_seed)
         unlabelled_store = {name: column for name, column in train.store.items() if name != "label"}
         self.datasets["train"] = TokenizedDataset(train.store, [train.indices[p] for p in shots])
-        self.datasets[UNLABELLED] = TokenizedDataset(unlabelled_store, [train.indices[p] for p in rest][: self.max_unlabelled])
+        pool = [train.indices[p] for p in rest]
+        if self.pool_from == "test":
+            pool = list(self.datasets["test"].indices)
+            if not pool:
+                raise DataConfigError("pool_from='test' takes the unlabelled pool from the test split's inputs, but the "
+                                      "test split is empty; give the data a test split (test_size > 0) or use pool_from: train.")
+        # The pool's store has no label column: nothing downstream can read a pool example's label.
+        self.datasets[UNLABELLED] = TokenizedDataset(unlabelled_store, pool[: self.max_unlabelled])
 
     def pool_size(self) -> int:
         """How many unlabelled examples the pool holds (after `setup()`)."""
@@ -181,6 +202,13 @@ class FewShotClassificationData(ClassificationData):
         self._require_setup()
         pool = self.datasets[UNLABELLED]
         self.datasets["train"] = SoftLabelledDataset(pool.store, pool.indices, soft_labels)
+
+    def train_on_texts(self, token_ids: Sequence[Sequence[int]]) -> None:
+        """Train on these token sequences without labels (PCP's filled-in patterns); batches are `{input_ids, attention_mask}`."""
+        self._require_setup()
+        if not token_ids:
+            raise DataConfigError("train_on_texts got no texts; give it at least one token sequence.")
+        self.datasets["train"] = TokenizedDataset(flatten(token_ids, "input_ids"), range(len(token_ids)))
 
     def collator(self) -> Any:
         return FewShotCollator(self.pad_token_id)

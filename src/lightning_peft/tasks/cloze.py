@@ -10,7 +10,9 @@ al. 2024): a word scores the mean log-probability of its tokens, a class the mea
 The slot is the next token after the prompt for a causal LM, and the mask token in the pattern
 (e.g. "{text} Topic: [MASK].") for a masked LM. The pattern itself is the data's `template`;
 `template_for` turns a PET pattern written with the `{mask}` slot into that template for either LM.
-`lm_loss` is PET's auxiliary language-model term on unlabelled text (its section 3.1).
+`lm_loss` is PET's auxiliary language-model term on unlabelled text (its section 3.1). `fill_slot`
+writes the text PCP continues pre-training on (Shi & Lipani 2023, "Don't Stop Pretraining? Make
+Prompt-based Fine-tuning Powerful Learner", NeurIPS): the pattern with a pseudo-label's word in the slot.
 """
 
 from __future__ import annotations
@@ -129,6 +131,25 @@ class ClozeClassification(_Classification):
                                   f"the next token; end the pattern with {ANSWER_SLOT} (e.g. '{{text}} Topic: {ANSWER_SLOT}').")
         head = head[: -len(ANSWER_SLOT)]
         return head.rstrip(" ") if self.prefix_space else head  # the words carry their own leading space
+
+    def fill_slot(self, input_ids: list[int], label: int) -> list[int]:
+        """An input's token ids with the answer slot filled by class `label`'s first label word (after `bind`).
+
+        PCP's continued pre-training text (Shi & Lipani 2023): the pattern-wrapped input with the
+        (pseudo-)label word in the slot. For a causal LM the word's tokens follow the prompt, which is
+        the very sequence `scores` rates; for a masked LM they replace the input's one mask token.
+        """
+        first = int((self.word_class == label).nonzero()[0])
+        word = self.word_ids[first][self.word_mask[first].bool()].tolist()
+        if self.lm == "causal":
+            return [*input_ids, *word]
+        mask_id = self.tokenizer.mask_token_id
+        if input_ids.count(mask_id) != 1:
+            raise TaskConfigError(
+                f"lm='masked' fills the one {self.tokenizer.mask_token} of each input, but an input has "
+                f"{input_ids.count(mask_id)}; put it once in the data's template, e.g. '{{text}} It was {self.tokenizer.mask_token}.'")
+        at = input_ids.index(mask_id)
+        return [*input_ids[:at], *word, *input_ids[at + 1:]]
 
     def lm_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """PET's auxiliary language-model loss on an unlabelled batch (`input_ids`, `attention_mask`).
