@@ -2,6 +2,7 @@
 
     lightning-peft pet --config configs/cloze/pet_bbc_news.yaml
     lightning-peft pet --config configs/cloze/ipet_bbc_news.yaml --pet.stop_after patterns   # later: the same without it
+    lightning-peft pet --config configs/cloze/pcp_trec6.yaml                                  # PCP (pet.pcp: true)
 
 Schick & Schuetze 2021, "Exploiting Cloze Questions for Few Shot Text Classification and Natural
 Language Inference" (EACL; arXiv:2001.07676). The recipe is a `fit` recipe for one pattern model
@@ -14,6 +15,14 @@ and stage writes into its own folder under `pet.output_dir`:
     shots-<s>/classifier/         the distilled sequence classifier: its run folder, adapter/ (peft export
                                   for `lightning-peft predict --adapter`), result.json (written last)
     summary.json                  every figure of the table printed at the end (mean ± std over runs)
+
+With `pet.pcp: true` (PCP: Shi & Lipani 2023, "Don't Stop Pretraining? Make Prompt-based Fine-tuning
+Powerful Learner", NeurIPS), after the ensemble:
+
+    shots-<s>/pcp/pretraining/    continued pre-training on the pseudo-labelled, filled-in pool texts:
+                                  adapter.safetensors, result.json (written last)
+    shots-<s>/pcp/p<i>-s<seed>/   each pattern model trained again from that adapter (as a pattern model above)
+    pcp_summary.json              the PCP table: test metrics without / with PCP, and the paired gain
 
 A folder whose result file exists is not trained again, so the command resumes between stages.
 """
@@ -33,20 +42,25 @@ import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
+from safetensors.torch import load_file, save_file
 
+from ..atomic import write_file_atomically
 from ..callbacks.run_summary import run_dir, write_json_atomic
+from ..data.fewshot import UNLABELLED, UnlabelledPool
 from ..data.formats import check_text_slot
 from ..modules import LoraModule
-from ..modules.cloze import ClozeModule, class_scores
-from ..pet import ScoredModel, ipet_training_set, weighted_scores
+from ..modules.cloze import ClozeModule, ClozePretraining, class_scores
+from ..pet import ScoredModel, ipet_training_set, load_trained_state, trained_state, weighted_scores
 from ..tasks import Classifies
 from ..tasks.distillation import DistillationClassification
 from .app import LightningPeftCLI, _check_positions, _one_sentence
+from .pcp_report import pcp_report
 from .pet_plan import PetConfigError, PetPlan
 from .pet_report import report
 from .refuse import refuse
 
 CONFIG_FILE = "pet_config.yaml"
+PCP_ADAPTER = "adapter.safetensors"
 
 
 class PetCLI(LightningPeftCLI):
@@ -94,8 +108,12 @@ def _finished(folder: Path) -> dict[str, Any] | None:
 
 
 def train_pattern_model(cli: PetCLI, folder: Path, template: str, shot_seed: int, seed: int,
-                        pseudo: tuple[list[int], list[int], dict[str, int]] | None) -> dict[str, Any]:
-    """Train (or find finished) one pattern model; record its test metrics and its scores on pool and test."""
+                        pseudo: tuple[list[int], list[int], dict[str, int]] | None, train: bool = True,
+                        init: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train (or find finished) one pattern model; record its test metrics and its scores on pool and test.
+
+    `train=False` scores without training (a zero-shot teacher); `init` is an adapter to start from (PCP's).
+    """
     result = _finished(folder)
     if result is not None:
         return result
@@ -103,11 +121,18 @@ def train_pattern_model(cli: PetCLI, folder: Path, template: str, shot_seed: int
     module, data, trainer = cli.model, cli.datamodule, cli.trainer
     data.setup("fit")
     module.configure_model()
+    if init is not None:
+        try:
+            load_trained_state(module.groups, init)
+        except ValueError as error:
+            raise PetConfigError(str(error)) from error
     # PET's ensemble weight: accuracy on the labelled set T before any training
     before, labels = class_scores(module.task, module.model, data.ordered_dataloader("train"), module.device)
     if pseudo is not None:
         data.add_pseudo_labelled(pseudo[0], pseudo[1])
-    trainer.fit(module, datamodule=data)
+    if train:
+        trainer.fit(module, datamodule=data)
+    folder.mkdir(parents=True, exist_ok=True)  # (a zero-shot model has no fit to create it)
     pool, _ = class_scores(module.task, module.model, data.ordered_dataloader("unlabelled"), module.device)
     test, test_labels = class_scores(module.task, module.model, data.ordered_dataloader("test"), module.device)
     torch.save({"pool": pool, "test": test, "test_labels": test_labels, "pool_identity": data.pool_identity()},
@@ -115,6 +140,7 @@ def train_pattern_model(cli: PetCLI, folder: Path, template: str, shot_seed: int
     result = {"template": template, "seed": seed, "shot_seed": shot_seed,
               "train_acc_before_training": float((before.argmax(-1) == labels).float().mean()),
               "train_examples": len(data.datasets["train"]), "ipet": pseudo[2] if pseudo else None,
+              "trained": train, "pcp": init is not None,
               **scored_metrics(module.task, test, test_labels)}
     write_json_atomic(folder / "result.json", result)
     return result
@@ -149,14 +175,8 @@ def classifier_stage(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int) -> 
     saved = torch.load(root / "ensemble.pt", weights_only=True)
     cli.build(folder, plan.classifier_template, shot_seed, plan.seeds[0], plan.classifier_max_steps)
     cloze, data, trainer = cli.model, cli.datamodule, cli.trainer
-    student = LoraModule(backbone=cloze.backbone, task=DistillationClassification(plan.temperature), method=cloze.method,
-                         label_names=cloze.task.label_names, optimizer=cloze.optimizer_factory,
-                         lr_scheduler=cloze.scheduler_factory, quantization=cloze.quantization,
-                         gradient_checkpointing=cloze.gradient_checkpointing)
-    data.setup("fit")
-    if data.pool_identity() != saved["pool_identity"]:
-        raise PetConfigError(f"The pool of {root} differs from this config's (dataset, splits or shots changed); "
-                             "use a new pet.output_dir.")
+    student = LoraModule(task=DistillationClassification(plan.temperature), **_sibling_settings(cloze))
+    _setup_same_pool(data, saved, root)
     data.train_on_soft_labels(saved["soft_labels"])
     # What its export's card records, so that `lightning-peft predict --adapter` rebuilds the classifier
     student.specs = {"task": {"class_path": f"{DistillationClassification.__module__}.DistillationClassification",
@@ -170,6 +190,78 @@ def classifier_stage(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int) -> 
     return result
 
 
+def _sibling_settings(cloze: ClozeModule) -> dict[str, Any]:
+    """What a stage's other module (the distilled classifier, PCP's pre-training) shares with the recipe's pattern model."""
+    return {"backbone": cloze.backbone, "method": cloze.method, "label_names": cloze.task.label_names,
+            "optimizer": cloze.optimizer_factory, "lr_scheduler": cloze.scheduler_factory,
+            "quantization": cloze.quantization, "gradient_checkpointing": cloze.gradient_checkpointing}
+
+
+def _setup_same_pool(data: Any, saved: dict[str, Any], root: Path) -> None:
+    """Set the data up and check that its pool is the one the ensemble labelled (rows line up with `saved`)."""
+    data.setup("fit")
+    if data.pool_identity() != saved["pool_identity"]:
+        raise PetConfigError(f"The pool of {root} differs from this config's (dataset, splits or shots changed); "
+                             "use a new pet.output_dir.")
+
+
+def pretraining_stage(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int, templates: list[str]) -> dict[str, Any]:
+    """PCP's continued pre-training: a fresh adapter learns the LM loss on every pool text written into every pattern
+    with the ensemble's predicted class's word in the answer slot; the adapter is saved for the fine-tuning stage."""
+    folder = root / "pcp" / "pretraining"
+    result = _finished(folder)
+    if result is not None:
+        return result
+    saved = torch.load(root / "ensemble.pt", weights_only=True)
+    labels = saved["soft_labels"].argmax(-1).tolist()  # hard pseudo-labels (PCP's default)
+    texts: list[list[int]] = []
+    for template in templates:  # each pattern's data holds the pool written with that pattern
+        cli.build(folder, template, shot_seed, plan.seeds[0], plan.pcp_max_steps)
+        _setup_same_pool(cli.datamodule, saved, root)
+        pool = cli.datamodule.datasets[UNLABELLED]
+        texts.extend(cli.model.task.fill_slot(pool[k]["input_ids"], label) for k, label in enumerate(labels))
+    cloze, data, trainer = cli.model, cli.datamodule, cli.trainer
+    module = ClozePretraining(task=cloze.task, alpha=1.0, **_sibling_settings(cloze))
+    data.train_on_texts(texts)
+    trainer.fit(module, datamodule=data)
+    state = trained_state(module.groups)
+    write_file_atomically(folder / PCP_ADAPTER, lambda tmp: save_file(state, str(tmp)))
+    names = cloze.task.label_names
+    result = {"texts": len(texts), "patterns": len(templates), "steps": trainer.global_step,
+              "pseudo_labels": {name: labels.count(index) for index, name in enumerate(names)},
+              "train/lm_loss": float(trainer.callback_metrics.get("train/lm_loss", float("nan")))}
+    write_json_atomic(folder / "result.json", result)
+    return result
+
+
+def pcp_stages(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int, templates: list[str]) -> dict[str, Any]:
+    """PCP after the ensemble: continued pre-training, then every pattern model fine-tuned again from its adapter."""
+    results = {"pretraining": pretraining_stage(cli, plan, root, shot_seed, templates)}
+    if plan.stop_after == "pretraining":
+        return results
+    start = load_file(str(root / "pcp" / "pretraining" / PCP_ADAPTER))
+    for index, template in enumerate(templates):
+        for seed in plan.seeds:
+            name = f"p{index}-s{seed}"
+            results[name] = train_pattern_model(cli, root / "pcp" / name, template, shot_seed, seed, None, init=start)
+    return results
+
+
+def _check_pool(cli: PetCLI, plan: PetPlan) -> None:
+    """Stages that read the unlabelled pool refuse an empty one before anything trains."""
+    needs = ("PCP pseudo-labels it (pet.pcp)" if plan.pcp else
+             "iPET's later generations train on it (pet.generations)" if plan.generations > 1 else
+             "the distilled classifier trains on it (pet.distill)" if plan.distill and plan.stop_after is None else None)
+    if needs is None:
+        return
+    data = cli.datamodule
+    if isinstance(data, UnlabelledPool):
+        data.setup("fit")
+    if not isinstance(data, UnlabelledPool) or data.pool_size() == 0:
+        raise PetConfigError(f"The data's unlabelled pool is empty, but {needs}; use FewShotClassificationData with more "
+                             "training examples than shots_per_class x classes (and max_unlabelled > 0).")
+
+
 def _check_plan(cli: PetCLI, plan: PetPlan) -> list[str]:
     """Every pattern's data template, checked before anything trains; and the run folder's earlier config."""
     _check_positions(cli.model.backbone, cli.datamodule.input_length_limit)
@@ -181,6 +273,7 @@ def _check_plan(cli: PetCLI, plan: PetPlan) -> list[str]:
         check_text_slot(pattern, f"pet.patterns[{index}]")
         templates.append(cli.model.task.template_for(pattern))
     check_text_slot(plan.classifier_template, "pet.classifier_template")
+    _check_pool(cli, plan)
     out = Path(plan.output_dir)
     settings = cli.parser.dump(cli.config, skip_none=False)
     recorded = yaml.safe_load(settings)
@@ -202,12 +295,13 @@ def _seed_of(*parts: int) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
 
 
-def run(cli: PetCLI, plan: PetPlan) -> dict[str, Any]:
-    """Every stage for every draw of shots; returns what the summary table shows."""
+def run(cli: PetCLI, plan: PetPlan) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every stage for every draw of shots; returns what the summary table shows, and PCP's stages (with pet.pcp)."""
     templates = _check_plan(cli, plan)
     out = Path(plan.output_dir)
     shot_seeds = plan.shot_seeds or [cli.config.data.init_args.shot_seed]
     runs: dict[str, Any] = {}
+    pcp_runs: dict[str, Any] = {}
     for shot_seed in shot_seeds:
         root = out / f"shots-{shot_seed}"
         models: dict[str, Path] = {}
@@ -225,15 +319,19 @@ def run(cli: PetCLI, plan: PetPlan) -> dict[str, Any]:
                                                    plan.ipet_share, plan.ipet_scale, _seed_of(shot_seed, generation, index, seed))
                     folder = root / f"g{generation}" / name
                     runs.setdefault(shot_seed, {})[f"g{generation}/{name}"] = train_pattern_model(
-                        cli, folder, template, shot_seed, seed, pseudo)
+                        cli, folder, template, shot_seed, seed, pseudo, train=generation > 0 or not plan.zero_shot)
                     models[name] = folder
         if plan.stop_after == "patterns":
             continue
         runs[shot_seed]["ensemble"] = ensemble_stage(cli, root, models)
-        if plan.stop_after == "ensemble" or not plan.distill:
+        if plan.stop_after == "ensemble":
+            continue
+        if plan.pcp:
+            pcp_runs[shot_seed] = pcp_stages(cli, plan, root, shot_seed, templates)
+        if plan.stop_after == "pretraining" or not plan.distill:
             continue
         runs[shot_seed]["classifier"] = classifier_stage(cli, plan, root, shot_seed)
-    return runs
+    return runs, pcp_runs
 
 
 def pet_command(argv: list[str]) -> None:
@@ -246,7 +344,7 @@ def pet_command(argv: list[str]) -> None:
                                     "description": (__doc__ or "").split("\n\n")[0]})
         sys.argv = command_line
         plan = cli.config_init.pet
-        runs = run(cli, plan)
+        runs, pcp_runs = run(cli, plan)
     except (ArgumentError, ValueError, MisconfigurationException) as error:
         message = _plan_error(error) or _one_sentence(error)
         if message is None:
@@ -255,6 +353,8 @@ def pet_command(argv: list[str]) -> None:
     finally:
         sys.argv = command_line
     report(runs, Path(plan.output_dir))
+    if plan.pcp and plan.stop_after is None:
+        pcp_report(runs, pcp_runs, Path(plan.output_dir), zero_shot=plan.zero_shot)
 
 
 def _plan_error(error: BaseException | None) -> str | None:

@@ -1,4 +1,8 @@
-"""What `lightning-peft pet` runs beyond one fit: the `pet:` section of its recipe (patterns, seeds, stages)."""
+"""What `lightning-peft pet` runs beyond one fit: the `pet:` section of its recipe (patterns, seeds, stages).
+
+The stages are PET / iPET's (Schick & Schuetze 2021, arXiv:2001.07676) and, with `pcp: true`, PCP's (Shi &
+Lipani 2023, "Don't Stop Pretraining? Make Prompt-based Fine-tuning Powerful Learner", NeurIPS).
+"""
 
 from __future__ import annotations
 
@@ -36,8 +40,16 @@ class PetPlan:
         classifier_template: The classifier's input template (no pattern: PET's final model reads the plain text).
         classifier_max_steps: Training steps of the classifier on the soft-labelled pool; null: the trainer's setting.
         temperature: Softmax temperature of the distillation loss (PET: 2).
-        stop_after: Stop after "patterns" (every generation's pattern models) or "ensemble" (the soft labels);
-            run the command again without it to continue from there.
+        zero_shot: Do not train the first generation's pattern models: each scores the task with the backbone
+            as it is (its fresh adapter changes nothing), a zero-shot teacher for the ensemble and what follows.
+        pcp: Run PCP after the ensemble (Shi & Lipani 2023): each pool text is written into every pattern with
+            the ensemble's predicted class's first label word in the answer slot; a fresh adapter continues
+            pre-training on those texts with the LM loss; then every pattern model is trained on the shots
+            again, starting from that adapter. The PCP table compares them with generation 0's pattern models
+            (the same prompt-based fine-tuning without PCP). Needs an unlabelled pool.
+        pcp_max_steps: Training steps of PCP's continued pre-training; null: the trainer's max_steps.
+        stop_after: Stop after "patterns" (every generation's pattern models), "ensemble" (the soft labels) or
+            "pretraining" (PCP's continued pre-training); run the command again without it to continue from there.
     """
 
     def __init__(
@@ -53,7 +65,10 @@ class PetPlan:
         classifier_template: str = "{text}",
         classifier_max_steps: int | None = None,
         temperature: float = 2.0,
-        stop_after: Literal["patterns", "ensemble"] | None = None,
+        zero_shot: bool = False,
+        pcp: bool = False,
+        pcp_max_steps: int | None = None,
+        stop_after: Literal["patterns", "ensemble", "pretraining"] | None = None,
     ) -> None:
         if not patterns or not all(isinstance(p, str) for p in patterns):
             raise PetConfigError(f"pet.patterns must list at least one pattern (text with {{text}} and {{mask}}), got {patterns!r}.")
@@ -67,6 +82,12 @@ class PetPlan:
             raise PetConfigError(f"pet.classifier_max_steps must be a positive integer or null, got {classifier_max_steps!r}.")
         if temperature <= 0:
             raise PetConfigError(f"pet.temperature must be positive (PET: 2), got {temperature!r}.")
+        if pcp_max_steps is not None and (isinstance(pcp_max_steps, bool) or not isinstance(pcp_max_steps, int)
+                                          or pcp_max_steps < 1):
+            raise PetConfigError(f"pet.pcp_max_steps must be a positive integer or null, got {pcp_max_steps!r}.")
+        if stop_after == "pretraining" and not pcp:
+            raise PetConfigError("pet.stop_after: pretraining stops after PCP's continued pre-training, but pet.pcp is "
+                                 "false; set pcp: true or choose another stop_after.")
         self.patterns, self.output_dir = list(patterns), output_dir
         self.seeds = _integers("seeds", seeds)
         self.shot_seeds = None if shot_seeds is None else _integers("shot_seeds", shot_seeds)
@@ -76,3 +97,4 @@ class PetPlan:
         self.generations, self.ipet_share, self.ipet_scale = generations, float(ipet_share), float(ipet_scale)
         self.distill, self.classifier_template = distill, classifier_template
         self.classifier_max_steps, self.temperature, self.stop_after = classifier_max_steps, float(temperature), stop_after
+        self.zero_shot, self.pcp, self.pcp_max_steps = zero_shot, pcp, pcp_max_steps
