@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", default=None, help="model for every arm instead of the setting's, of the same "
                         "architecture (tiny-bert for the minilm settings, tiny-llama for smollm2: smoke tests)")
     parser.add_argument("--test_examples", type=int, default=None,
-                        help="score this many examples of each setting's test split (default: all)")
+                        help="score this many examples of each setting's test split (default: all of it, "
+                        "except smollm2_trec6: " + str(SETTINGS["smollm2_trec6"].test_examples) + ")")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON; runs already in it are skipped")
     parser.add_argument("--workdir", type=Path, default=None, help="keep each run's folder (config, job, log) here")
     args = parser.parse_args(argv)
@@ -95,7 +96,7 @@ def setting_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """What makes two runs of a setting comparable; a results file holds one set of these per setting."""
     return {"backbone": args.backbone or default_backbone(name),
             "steps": args.steps or SETTINGS[name].steps, "warmup_steps": args.warmup_steps,
-            "test_examples": args.test_examples}
+            "test_examples": args.test_examples or SETTINGS[name].test_examples}
 
 
 def load_results(path: Path, args: argparse.Namespace) -> dict[str, Any]:

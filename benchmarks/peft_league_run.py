@@ -23,6 +23,11 @@ from throughput_clock import StepClock
 from throughput_timing import StepTimes
 
 from lightning_peft.cli.app import _user_error
+from lightning_peft.methods import MethodConfigError
+from lightning_peft.tasks import TaskConfigError
+
+# What says a method cannot work on this model or task; any other error (a data or schedule setting) fails the run.
+REFUSALS = (MethodConfigError, TaskConfigError)
 
 
 class PlannedClock(StepClock):
@@ -52,7 +57,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         training = fit_planned(cli, job["warmup_steps"]) if planned else fit_timed(cli, job["warmup_steps"])
     except Exception as error:  # noqa: BLE001 - only the library's one-sentence refusals become a report
         refusal = _user_error(error)
-        if refusal is None:
+        if not isinstance(refusal, REFUSALS):
             raise
         return {"refused": str(refusal)}
     (scores,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)

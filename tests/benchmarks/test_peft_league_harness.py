@@ -102,7 +102,10 @@ def test_every_arm_gets_the_settings_data_and_its_recipes_learning_rate(league):
     assert "group_lr" not in arms.compose("minilm_sms_spam", "full", 0)["model"]["init_args"]  # one group, "model"
     prompt = arms.compose("minilm_bbc_news", "prompt_tuning", 0)
     assert prompt["model"]["init_args"]["method"]["init_args"]["init_text"] == arms.SETTINGS["minilm_bbc_news"].instruction
-    assert prompt["trainer"]["callbacks"][0]["class_path"] == arms.SCHEDULE  # the recipe's warmup and decay
+    schedule = prompt["trainer"]["callbacks"][0]
+    assert schedule["class_path"] == arms.SCHEDULE and schedule["init_args"]["groups"]["prompt"]["lr"] == 0.3
+    assert schedule["init_args"]["default"] == {"decay": "constant"}  # the new head: constant, as in the other arms
+    assert "default" not in arms.compose("smollm2_trec6", "prompt_tuning", 0)["trainer"]["callbacks"][0]["init_args"]
     setfit = arms.compose("minilm_bbc_news", "setfit", 2)
     assert setfit["data"]["class_path"] == "lightning_peft.data.SetFitData" and setfit["data"]["init_args"]["shot_seed"] == 2
 
