@@ -26,8 +26,10 @@ from transformers import PreTrainedModel
 from .base import MethodConfigError
 
 Placement = Literal["houlsby", "pfeiffer"]
-NonLinearity = Literal["relu", "gelu", "silu", "tanh"]
-NON_LINEARITIES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+NonLinearity = Literal["relu", "gelu", "silu", "tanh", "identity"]
+# "identity": a linear adapter h + W_up W_down h, LiST's lite adapter (Wang et al. 2022).
+NON_LINEARITIES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+                                               "identity": nn.Identity}
 # Which sublayer outputs each placement adapts: Houlsby after attention and FFN, Pfeiffer after the FFN only.
 PLACEMENTS: dict[str, tuple[str, ...]] = {"houlsby": ("attention", "ffn"), "pfeiffer": ("ffn",)}
 SLOT = "bottleneck"  # the child name of the stack on each adapted projection (it appears in parameter names)
@@ -94,17 +96,23 @@ def base_signature(model: nn.Module) -> str:
 class Bottleneck(nn.Module):
     """h -> h + W_up f(W_down h + b_down) + b_up.
 
-    W_down keeps PyTorch's default (Kaiming-uniform) initialisation and W_up, b_up start at zero, so the
-    adapter starts as the identity and still learns (W_up gets a gradient at once, W_down from the next step).
+    By default W_down keeps PyTorch's default (Kaiming-uniform) initialisation and W_up, b_up start at zero,
+    so the adapter starts as the identity and still learns (W_up gets a gradient at once, W_down from the
+    next step). With `init_std`, both weights are drawn from N(0, init_std^2) and both biases start at zero
+    (LiST's lite adapters: 0.02), so the adapter starts near, not at, the identity.
     """
 
-    def __init__(self, hidden_size: int, width: int, non_linearity: str) -> None:
+    def __init__(self, hidden_size: int, width: int, non_linearity: str, init_std: float | None = None) -> None:
         super().__init__()
         self.down = nn.Linear(hidden_size, width)
         self.non_linearity = NON_LINEARITIES[non_linearity]()
         self.up = nn.Linear(width, hidden_size)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
+        if init_std is not None:
+            for projection in (self.down, self.up):
+                nn.init.normal_(projection.weight, std=init_std)
+                nn.init.zeros_(projection.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + self.up(self.non_linearity(self.down(hidden)))
@@ -141,7 +149,8 @@ def stack_at(model: nn.Module, point: str) -> AdapterStack:
     return stack
 
 
-def insert(model: PreTrainedModel, points: list[str], role: str, width: int, non_linearity: str) -> dict[str, Bottleneck]:
+def insert(model: PreTrainedModel, points: list[str], role: str, width: int, non_linearity: str,
+           init_std: float | None = None) -> dict[str, Bottleneck]:
     """Add a fresh `Bottleneck` named `role` at every point (last in each stack); returns them by point."""
     hidden = model.config.hidden_size
     added = {}
@@ -149,7 +158,7 @@ def insert(model: PreTrainedModel, points: list[str], role: str, width: int, non
         stack = stack_at(model, point)
         if role in stack:
             raise MethodConfigError(f"{point} already holds a {role!r} adapter; apply the method to a fresh base model.")
-        stack[role] = Bottleneck(hidden, width, non_linearity).to(device=model.device, dtype=model.dtype)
+        stack[role] = Bottleneck(hidden, width, non_linearity, init_std).to(device=model.device, dtype=model.dtype)
         added[point] = stack[role]
     return added
 

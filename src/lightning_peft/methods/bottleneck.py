@@ -12,6 +12,9 @@
   arXiv:2312.03694: bottleneck adapters beat prompt tuning, LoRA and other methods at equal budgets.
 - Song et al. 2023, "PVP: Pre-trained Visual Parameter-Efficient Tuning", arXiv:2304.13639: pre-train the
   PEFT module on a large task and start few-shot tuning from it (here `init_from`).
+- Wang et al. 2022, "LiST: Lite Prompted Self-training Makes Parameter-efficient Few-shot Learners"
+  (NAACL Findings; arXiv:2110.06274): lite adapters x + W2 W1 x (here `non_linearity: identity`,
+  `init_std: 0.02`) at the Houlsby placement.
 
 Our choices (the papers' details differ, see docs/methods/adapters.md): the adapter reads the output
 projection of a sublayer before its residual addition (`adapter_layers.INSERTION_POINTS`); Pfeiffer's
@@ -67,7 +70,11 @@ class BottleneckAdapter(AdapterMethod):
         reduction_factor: Width of the bottleneck = hidden size // reduction_factor (16: AdapterHub's default
             for both placements); refused when it leaves a width below 1.
         non_linearity: Between the projections. Default relu: the MAD-X / Pfeiffer configuration's, and with the
-            up-projection at zero any choice starts as the identity.
+            up-projection at zero any choice starts as the identity. "identity" makes the linear adapter
+            h + W_up W_down h of LiST (Wang et al. 2022).
+        init_std: Draw both projections' weights from N(0, init_std^2), biases at zero (LiST: 0.02); the adapter
+            then starts near, not at, the identity. Default null: the identity start (down-projection
+            Kaiming-uniform, up-projection zero).
         modules_to_save: Modules trained in full besides the adapters (a task adds its new head itself).
         language_adapter: A folder exported from another BottleneckAdapter run (e.g. trained with the LM
             objective): stacked frozen under the adapters this run trains (MAD-X). Set it on `load` to swap
@@ -85,6 +92,7 @@ class BottleneckAdapter(AdapterMethod):
         modules_to_save: list[str] | None = None,
         language_adapter: str | None = None,
         init_from: str | None = None,
+        init_std: float | None = None,
     ) -> None:
         if placement not in PLACEMENTS:
             raise MethodConfigError(f"placement={placement!r} is not an adapter placement; use one of {sorted(PLACEMENTS)}.")
@@ -93,8 +101,12 @@ class BottleneckAdapter(AdapterMethod):
                                     "typical 8-64).")
         if non_linearity not in NON_LINEARITIES:
             raise MethodConfigError(f"non_linearity={non_linearity!r} is not available; use one of {sorted(NON_LINEARITIES)}.")
+        if init_std is not None and (isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or init_std <= 0):
+            raise MethodConfigError(f"init_std={init_std!r} must be a positive standard deviation (LiST: 0.02) or null "
+                                    "(the identity start).")
         self.placement, self.reduction_factor, self.non_linearity = placement, reduction_factor, non_linearity
         self.modules_to_save = list(modules_to_save or [])
+        self.init_std = None if init_std is None else float(init_std)
         for what, folder in (("language_adapter", language_adapter), ("init_from", init_from)):
             if folder is not None and (not isinstance(folder, str) or not folder):
                 raise MethodConfigError(f"{what}={folder!r} must be the folder of an exported bottleneck adapter, or null.")
@@ -114,7 +126,7 @@ class BottleneckAdapter(AdapterMethod):
         freeze(model)
         if language is not None:
             self._stack_language(model, Path(self.language_adapter), language)
-        insert(model, points, io.TRAINED, width, self.non_linearity)
+        insert(model, points, io.TRAINED, width, self.non_linearity, self.init_std)
         if init is not None:
             io.copy_into(model, io.read_weights(Path(self.init_from), adapters_only=True),
                          set(role_parameters(model, io.TRAINED)), Path(self.init_from), "init_from")

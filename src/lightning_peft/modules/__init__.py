@@ -8,8 +8,9 @@ from .embedding import EmbeddingModule
 from .lora import LoraModule
 from .rl import PPOModule
 from .selective import SelectiveModule
+from .self_training import SelfTrainingModule
 from .soft_prompt import SoftPromptModule
 from .weighted_verbalizer import WeightedVerbalizerModule
 
-__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "EmbeddingModule", "FineTuneModule", "LoraModule", "PPOModule", "SelectiveModule", "SoftPromptModule",
+__all__ = ["AdapterModule", "ClozeModule", "ContrastiveModule", "EmbeddingModule", "FineTuneModule", "LoraModule", "PPOModule", "SelectiveModule", "SelfTrainingModule", "SoftPromptModule",
            "WeightedVerbalizerModule"]
