@@ -170,6 +170,14 @@ def test_bad_words_are_refused_at_bind(kwargs, label_words, message):
         WeightedVerbalizerClassification(label_words, **kwargs).bind(zoo.load_tokenizer("tiny-llama"), LABELS)
 
 
+def test_a_model_built_before_the_expansion_is_refused_in_one_sentence():
+    task = WeightedVerbalizerClassification({label: [label] for label in LABELS}, expand_from="bbc_news")
+    task.bind(zoo.load_tokenizer("tiny-llama"), LABELS)
+    assert task.awaits_expansion
+    with pytest.raises(TaskConfigError, match=r"expanded from 'bbc_news' first: call task.expand\(texts\)"):
+        task.auto_class().from_pretrained(zoo.resolve("tiny-llama"))
+
+
 def test_an_expansion_that_leaves_a_class_empty_is_refused():
     scores = torch.tensor([[0.9, 0.1], [0.2, 0.25]])
     with pytest.raises(TaskConfigError, match="left class 'politics' without words"):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from jsonargparse import lazy_instance
 
+from ..data.catalog import load_records
 from ..data.fewshot import UnlabelledPool
 from ..methods import MethodConfigError
 from ..tasks.weighted_verbalizer import WeightedVerbalizerClassification
@@ -43,6 +44,12 @@ class WeightedVerbalizerModule(ClozeModule):
             raise MethodConfigError(f"support_size must be a positive integer (support examples for calibration), got {support_size!r}.")
         super().__init__(task=task, **kwargs)
         self.support_size = support_size
+
+    def configure_model(self) -> None:
+        """Expand the label words from the task's `expand_from` texts (once, cached), then build the model."""
+        if self.model is None and self.task.awaits_expansion:
+            self.task.expand([record.get("text", "") for record in load_records(self.task.expand_from)])
+        super().configure_model()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

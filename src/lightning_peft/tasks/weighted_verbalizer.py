@@ -63,7 +63,9 @@ class _LMWithVerbalizer:
         import transformers
 
         task = self.task
-        task.expand()
+        if task.awaits_expansion:
+            raise TaskConfigError(f"The label words are to be expanded from {task.expand_from!r} first: call "
+                                  "task.expand(texts) with its texts (WeightedVerbalizerModule does), or pass word_scores.")
         model = getattr(transformers, task.auto_class_name).from_pretrained(path, **kwargs)
         if not task.soft:
             model.add_module(VERBALIZER_NAME, WordWeights(task.word_scores, task.word_class, len(task.label_names)))
@@ -96,7 +98,8 @@ class WeightedVerbalizerClassification(ClozeClassification):
         word_scores: Label -> {word: correlation score} to use as given (e.g. a JSON that `expand_label_words`
             wrote); replaces `label_words` and the expansion.
         expand_from: Texts to expand the seed words from: a catalog dataset name or a local data file (its
-            `text` column, labels unused). None: the seed words alone, each with score 1.
+            `text` column, labels unused), read by `WeightedVerbalizerModule` and handed to `expand`. None: the
+            seed words alone, each with score 1.
         expansion: Settings of `expand_label_words` (encoder, top_k, threshold, min_count, keep_seeds).
         cache_dir: Where expansions are cached (default: the lightning-peft cache folder).
         calibrate: Contextual calibration: divide each word's probability by its prior on a support set and
@@ -151,18 +154,21 @@ class WeightedVerbalizerClassification(ClozeClassification):
         self._bind_words(tokenizer, label_names, self.given_scores or {label: {word: 1.0 for word in words}
                                                                        for label, words in seeds.items()})
 
-    def expand(self) -> None:
-        """Expand the seed words from `expand_from` (cached; see `expand_label_words`) and bind the result.
+    @property
+    def awaits_expansion(self) -> bool:
+        """True until `expand` has run, where `expand_from` names texts to expand the seed words from."""
+        return not self.expanded
 
-        Runs when the model is built (`auto_class().from_pretrained`), not in `bind`: the expansion loads a
-        sentence encoder and reads the whole dataset, which a parsed-but-not-run config should not pay for.
+    def expand(self, texts: list[str]) -> None:
+        """Expand the seed words from `texts`, the `text` column of `expand_from` (cached; see `expand_label_words`).
+
+        The caller reads `expand_from` (`WeightedVerbalizerModule` does, when it builds the model), so a
+        parsed-but-not-run config pays neither for the sentence encoder nor for reading the dataset.
         """
         if self.expanded:
             return
-        from ..data.catalog import load_records
         from ..zoo import cache_root
 
-        texts = [record.get("text", "") for record in load_records(self.expand_from)]
         seeds = {label: self.seeds.get(label, [label]) for label in self.label_names}
         cache = self.cache_dir or cache_root() / "label_words"
         scored = expand_label_words(seeds, texts, self.tokenizer, cache, prefix_space=self.prefix_space, **self.expansion)
