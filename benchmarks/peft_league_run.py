@@ -22,7 +22,7 @@ from recipe_run import fit_timed, recipe_cli
 from throughput_clock import StepClock
 from throughput_timing import StepTimes
 
-from lightning_peft.cli.app import _user_error
+from lightning_peft.cli.app import user_error
 from lightning_peft.methods import MethodConfigError
 from lightning_peft.tasks import TaskConfigError
 
@@ -56,7 +56,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         planned = cli.trainer.max_steps < 0  # the data module's plan sets the length (SetFit)
         training = fit_planned(cli, job["warmup_steps"]) if planned else fit_timed(cli, job["warmup_steps"])
     except Exception as error:  # noqa: BLE001 - only the library's one-sentence refusals become a report
-        refusal = _user_error(error)
+        refusal = user_error(error)
         if not isinstance(refusal, REFUSALS):
             raise
         return {"refused": str(refusal)}

@@ -294,8 +294,11 @@ COMMANDS = {"pet": pet_command, "models": models_command, "datasets": datasets_c
             "evaluate": evaluate_command, "predict": predict_command, "generate": generate_command, "chat": chat_command}
 
 
-def _user_error(error: BaseException) -> BaseException | None:
-    """Our one-sentence error behind `error` (jsonargparse wraps the ones raised while instantiating)."""
+def user_error(error: BaseException) -> BaseException | None:
+    """Our one-sentence error behind `error`, or None (jsonargparse wraps the ones raised while instantiating).
+
+    Public for drivers that run the CLI in-process and report refusals (benchmarks/peft_league_run.py).
+    """
     while error is not None:
         if isinstance(error, USER_ERRORS):
             return error
@@ -313,7 +316,7 @@ def _raised_by_lightning(error: BaseException) -> bool:
 
 def _one_sentence(error: BaseException) -> str | None:
     """The one sentence to print for a user error (ours, a parse error, or Lightning's check of its arguments)."""
-    ours = _user_error(error)
+    ours = user_error(error)
     if ours is not None:
         return str(ours)
     if isinstance(error, ArgumentError):
