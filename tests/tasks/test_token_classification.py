@@ -129,6 +129,50 @@ def test_lora_trains_its_adapter_and_the_new_head_in_full(tmp_path):
                    and "modules_to_save" not in name)  # the base stays frozen
 
 
+def test_a_lora_token_classifier_exports_for_auto_peft_model_with_its_head(tmp_path):
+    from peft import AutoPeftModelForTokenClassification
+
+    from lightning_peft.data import TokenClassificationData
+    from lightning_peft.methods import Lora
+    from lightning_peft.modules import LoraModule
+
+    data = TokenClassificationData(str(_conll(tmp_path / "ner.conll")), tokenizer="tiny-bert", val_size=0, test_size=0)
+    module = LoraModule(backbone="tiny-bert", task=TokenClassification(), method=Lora(r=4, target_modules=["query", "value"]),
+                        label_names=data.label_names)
+    module.configure_model()
+    data.setup()
+    batch = next(iter(data.train_dataloader()))
+    with torch.no_grad():  # move the adapter and the head off their initial values, as training would
+        for name, param in module.model.named_parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    module.model.eval()
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        expected = module.model(**inputs).logits
+    folder = module.export(tmp_path / "adapter")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["task_type"] == "TOKEN_CLS" and config["base_model_name_or_path"] == "tiny-bert"
+    # The export names the base by its zoo name; a hub id resolves by itself, a zoo name through lightning-peft
+    config["base_model_name_or_path"] = str(zoo.resolve("tiny-bert"))
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    reloaded = AutoPeftModelForTokenClassification.from_pretrained(str(folder), num_labels=len(data.label_names)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, expected)
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
+def test_prompt_methods_refuse_a_token_classifier_in_one_sentence(method):
+    from transformers import AutoModelForTokenClassification
+
+    from lightning_peft.methods import MethodConfigError, PrefixTuning, PromptTuning
+
+    model = AutoModelForTokenClassification.from_pretrained(zoo.resolve("tiny-bert"), num_labels=3)
+    prompt = PromptTuning(num_virtual_tokens=4) if method == "prompt_tuning" else PrefixTuning(num_virtual_tokens=4)
+    with pytest.raises(MethodConfigError, match="not BertForTokenClassification"):
+        prompt.apply(model)
+
+
 def test_the_recipe_fits_and_tests_through_the_cli_on_a_generated_conll_file(tmp_path):
     data = _conll(tmp_path / "ner.conll")
     main(["fit", "--config", str(ROOT / "configs" / "encoders" / "token_classification_turkish_pos.yaml"),

@@ -20,7 +20,7 @@ from .prompt_inputs import is_encoder_decoder
 
 
 def peft_task_type(model: nn.Module) -> TaskType | None:
-    """peft's task type for a `transformers` model (seq2seq LM, sequence classifier, causal LM), None for others.
+    """peft's task type for a `transformers` model (seq2seq LM, sequence or token classifier, causal LM), None for others.
 
     Recorded in the exported `adapter_config.json`, so `AutoPeftModel.from_pretrained` knows which
     head to load the base with.
@@ -30,6 +30,8 @@ def peft_task_type(model: nn.Module) -> TaskType | None:
         return TaskType.SEQ_2_SEQ_LM
     if name.endswith("ForSequenceClassification"):
         return TaskType.SEQ_CLS
+    if name.endswith("ForTokenClassification"):
+        return TaskType.TOKEN_CLS
     if name.endswith(("ForCausalLM", "LMHeadModel")):
         return TaskType.CAUSAL_LM
     return None

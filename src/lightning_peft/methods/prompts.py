@@ -47,7 +47,7 @@ def _group_of(name: str) -> str:
 def task_type_of(model: nn.Module) -> TaskType:
     """peft's task type for a `transformers` model; prompt methods need one (see `peft_task_type`)."""
     task_type = peft_task_type(model)
-    if task_type is None:
+    if task_type in (None, TaskType.TOKEN_CLS):  # a token classifier's logits would gain a row per virtual token
         raise MethodConfigError(
             f"peft's prompt methods support causal LMs, seq2seq LMs and sequence classifiers, not {type(model).__name__}; "
             "load the backbone with AutoModelForCausalLM, AutoModelForSeq2SeqLM or AutoModelForSequenceClassification."
