@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from lightning_peft import zoo
 from lightning_peft.data import CodeCompletionData, DataConfigError, load_records
 from lightning_peft.data.code import chunks, completions
-from lightning_peft.evaluation.code_completion import first_line
+from lightning_peft.evaluation.code_completion import first_line, line_exact_match, started_line
 
 TEXT = "import os\n\n\ndef f(x):\n    return x\n\nclass A:\n    pass\n"
 
@@ -67,8 +69,36 @@ def test_the_module_trains_on_train_files_and_tests_completions_of_test_files(tm
     assert tokenizer.eos_token_id not in train["input_ids"][train["attention_mask"] == 1].tolist()
 
 
-def test_exact_match_reads_the_first_generated_line():
+def test_exact_match_reads_the_line_the_continuation_starts():
     assert first_line("    return x  \n    y = 2") == "    return x"
+    assert started_line("\n    return x  \n    y = 2") == "    return x"
+    assert started_line("\n\n    return x") == "    return x"  # blank lines before it are the model's layout
+    assert started_line("    return x\n") is None  # no newline first: it continued the previous line
+
+
+class _Echo:
+    """A stand-in LM for `greedy_outputs` that records the prompt it got and writes a fixed continuation."""
+
+    def __init__(self, tokenizer, continuation: str) -> None:
+        self.tokenizer, self.continuation, self.prompts = tokenizer, continuation, []
+
+    def parameters(self):
+        yield torch.zeros(1)
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        self.prompts += [self.tokenizer.decode(row[mask.bool()]) for row, mask in zip(input_ids, attention_mask)]
+        new = torch.tensor(self.tokenizer.encode(self.continuation, add_special_tokens=False))
+        return torch.cat([input_ids, new.expand(len(input_ids), -1)], dim=1)
+
+
+def test_exact_match_prompts_end_before_the_newline_so_the_model_writes_it_with_the_indentation():
+    tokenizer = zoo.load_tokenizer("smollm2-135m")
+    assert len(tokenizer.encode("\n    return x", add_special_tokens=False)) < len(
+        tokenizer.encode("\n", add_special_tokens=False) + tokenizer.encode("    return x", add_special_tokens=False))
+    model = _Echo(tokenizer, "\n    return x\n")
+    assert line_exact_match(model, tokenizer, [("def f(x):\n", "    return x")])["exact_match"] == 1.0
+    assert model.prompts == ["def f(x):"]
+    assert line_exact_match(_Echo(tokenizer, "    return x"), tokenizer, [("def f(x):\n", "    return x")])["exact_match"] == 0.0
 
 
 @pytest.mark.parametrize("kwargs, message", [
