@@ -110,7 +110,8 @@ def _conll(path: Path, sentences: int = 24) -> Path:
     return path
 
 
-def test_lora_trains_its_adapter_and_the_new_head_in_full(tmp_path):
+def _lora_tagger(tmp_path):
+    """A LoRA token classifier on tiny BERT (built) and its data (set up) from a generated CoNLL file."""
     from lightning_peft.data import TokenClassificationData
     from lightning_peft.methods import Lora
     from lightning_peft.modules import LoraModule
@@ -120,6 +121,11 @@ def test_lora_trains_its_adapter_and_the_new_head_in_full(tmp_path):
                         label_names=data.label_names)
     module.configure_model()
     data.setup()
+    return module, data
+
+
+def test_lora_trains_its_adapter_and_the_new_head_in_full(tmp_path):
+    module, data = _lora_tagger(tmp_path)
     module.task.step(module.model, next(iter(data.train_dataloader()))).loss.backward()
     assert set(module.groups) == {"adapter", "head"}
     with_gradient = {group for group, params in module.groups.items()
@@ -132,15 +138,7 @@ def test_lora_trains_its_adapter_and_the_new_head_in_full(tmp_path):
 def test_a_lora_token_classifier_exports_for_auto_peft_model_with_its_head(tmp_path):
     from peft import AutoPeftModelForTokenClassification
 
-    from lightning_peft.data import TokenClassificationData
-    from lightning_peft.methods import Lora
-    from lightning_peft.modules import LoraModule
-
-    data = TokenClassificationData(str(_conll(tmp_path / "ner.conll")), tokenizer="tiny-bert", val_size=0, test_size=0)
-    module = LoraModule(backbone="tiny-bert", task=TokenClassification(), method=Lora(r=4, target_modules=["query", "value"]),
-                        label_names=data.label_names)
-    module.configure_model()
-    data.setup()
+    module, data = _lora_tagger(tmp_path)
     batch = next(iter(data.train_dataloader()))
     with torch.no_grad():  # move the adapter and the head off their initial values, as training would
         for name, param in module.model.named_parameters():
