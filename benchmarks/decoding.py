@@ -13,7 +13,9 @@ counted on the even-numbered articles, style perplexity is measured with the int
 (p_3 of the same Witten-Bell model) counted on the odd-numbered ones, so the measure is not the
 steering model itself. Prompts: the first 8 words of `--prompts` movie-dialogue lines (conversational,
 not news), plain continuation without a chat template, sampled (temperature 0.7, top_p 0.9, seed 0),
-the same prompts and seed for every lambda.
+the same prompts and seed for every lambda. Because a looping answer is easy for the model to
+predict (its own perplexity *falls* on collapse), fluency is also read from repetition: the mean
+4-gram repeat rate of the answers and the share that are degenerate (repeat rate > 0.5, as in (ii)).
 
 Claim (ii), "Making the Most of your Model" (conditional beam search): a "not degenerate"
 classifier on the LM's hidden states lowers the share of looping answers against plain beam
@@ -83,6 +85,12 @@ def model_perplexity(runnable, prompts: list[str], answers: list[str]) -> float:
     return math.exp(total / max(1, count))
 
 
+def _repeat_rates(tokenizer, answers: list[str]) -> dict:
+    """Share of degenerate answers (4-gram repeat rate > 0.5) and the mean repeat rate."""
+    rates = [repeat_rate(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
+    return {"degenerate_share": sum(r > 0.5 for r in rates) / len(rates), "mean_repeat_rate": sum(rates) / len(rates)}
+
+
 def lambda_sweep(runnable, args, folder: Path) -> list[dict]:
     prior_file, held_file = _split_corpus(folder)
     held = NgramPrior(ngram_counts(str(held_file), runnable.tokenizer, 3, folder / "cache"), len(runnable.tokenizer))
@@ -93,10 +101,11 @@ def lambda_sweep(runnable, args, folder: Path) -> list[dict]:
                                       style_corpus=str(prior_file), style_lambda=style_lambda)
         start = time.perf_counter()
         answers = list(generate_texts(runnable, prompts, settings, batch_size=8))
+        rates = _repeat_rates(runnable.tokenizer, answers)
         rows.append({"lambda": style_lambda, "style_ppl": style_perplexity(held, runnable.tokenizer, prompts, answers),
-                     "model_ppl": model_perplexity(runnable, prompts, answers), "seconds": time.perf_counter() - start,
-                     "example": answers[0]})
-        print(json.dumps({k: v for k, v in rows[-1].items()}), flush=True)
+                     "model_ppl": model_perplexity(runnable, prompts, answers), **rates,
+                     "seconds": time.perf_counter() - start, "example": answers[0], "answers": answers})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
     return rows
 
 
@@ -111,10 +120,8 @@ def beam_comparison(runnable, args, folder: Path) -> dict:
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                       beam_classifier=recipe.output, beta=beta)
         answers = list(generate_texts(runnable, prompts, settings, batch_size=8))
-        rates = [repeat_rate(runnable.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
-        rows.append({"beta": beta, "degenerate_share": sum(r > 0.5 for r in rates) / len(rates),
-                     "mean_repeat_rate": sum(rates) / len(rates), "model_ppl": model_perplexity(runnable, prompts, answers),
-                     "example": answers[0]})
+        rows.append({"beta": beta, **_repeat_rates(runnable.tokenizer, answers),
+                     "model_ppl": model_perplexity(runnable, prompts, answers), "example": answers[0]})
         print(json.dumps(rows[-1]), flush=True)
     return {"classifier": report, "rows": rows}
 
@@ -126,15 +133,21 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     lambdas = [r["lambda"] for r in rows]
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, (axis, loops) = plt.subplots(1, 2, figsize=(10, 4))
     axis.plot(lambdas, [r["style_ppl"] for r in rows], "o-", label="style perplexity (held-out Lee news trigram)")
-    axis.plot(lambdas, [r["model_ppl"] for r in rows], "s-", label="fluency: SmolLM2's own perplexity")
-    axis.set_xscale("symlog", linthresh=0.05)
+    axis.plot(lambdas, [r["model_ppl"] for r in rows], "s-", label="SmolLM2's own perplexity")
     axis.set_yscale("log")
-    axis.set_xlabel("lambda")
     axis.set_ylabel("perplexity of the generations")
     axis.set_title("n-gram style prior on SmolLM2-135M")
     axis.legend(fontsize=8)
+    loops.plot(lambdas, [r["mean_repeat_rate"] for r in rows], "o-", label="mean 4-gram repeat rate")
+    loops.plot(lambdas, [r["degenerate_share"] for r in rows], "s-", label="share degenerate (repeat rate > 0.5)")
+    loops.set_ylim(0, 1)
+    loops.set_title("fluency read from repetition")
+    loops.legend(fontsize=8)
+    for ax in (axis, loops):
+        ax.set_xscale("symlog", linthresh=0.05)
+        ax.set_xlabel("lambda")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
