@@ -123,3 +123,38 @@ def test_prefix_tuning_with_gradient_checkpointing_is_refused_in_one_sentence():
     model.gradient_checkpointing_enable()
     with pytest.raises(MethodConfigError, match="turn gradient checkpointing off, or use prompt tuning / DePT"):
         PrefixTuning(num_virtual_tokens=2).apply(model)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_prefix_from_text_reads_as_if_the_text_preceded_the_input(name):
+    """Li & Liang's Section 7.2 initialisation: before training, the prefix is the model's own cache of the text."""
+    tokenizer = zoo.load_tokenizer(name)
+    text_ids = tokenizer("classify the question type", add_special_tokens=False)["input_ids"]
+    base = tiny_causal_lm(name).eval()
+    ids = torch.randint(20, 1000, (1, 6), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = base(input_ids=torch.cat([torch.tensor([text_ids]), ids], 1)).logits[0, len(text_ids):]
+    method = PrefixTuning(num_virtual_tokens=len(text_ids), init="text", init_text="classify the question type",
+                          tokenizer=name)
+    model = method.apply(base).model.eval()
+    with torch.no_grad():
+        prefixed = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+        torch.testing.assert_close(prefixed, expected, atol=1e-4, rtol=1e-4)
+        random = PrefixTuning(num_virtual_tokens=len(text_ids)).apply(tiny_causal_lm(name).eval()).model.eval()
+        assert not torch.allclose(random(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0], expected, atol=1e-2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"init": "text"}, "needs init_text exactly when init='text'"),
+    ({"init_text": "x"}, "needs init_text exactly when init='text'"),
+    ({"init": "words"}, "init='words' is unknown"),
+    ({"init": "text", "init_text": "x", "prefix_projection": True}, "set prefix_projection: false"),
+])
+def test_bad_prefix_tuning_init_rejected_at_construction(kwargs, message):
+    with pytest.raises(MethodConfigError, match=message):
+        PrefixTuning(**kwargs)
+
+
+def test_prefix_from_text_on_an_encoder_decoder_is_refused_in_one_sentence():
+    with pytest.raises(MethodConfigError, match="use init: random for encoder-decoder models"):
+        PrefixTuning(num_virtual_tokens=2, init="text", init_text="summarize").apply(_model("tiny-t5"))

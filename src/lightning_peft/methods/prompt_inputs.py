@@ -140,26 +140,31 @@ def input_embeddings(model: nn.Module, method: str) -> nn.Module:
     return embeddings
 
 
+def text_token_ids(
+    model: nn.Module, length: int, init_text: str, tokenizer: str | PreTrainedTokenizerBase | None, method: str
+) -> list[int]:
+    """`length` token ids of `init_text`, tiled / truncated, tokenized without special tokens (the reference
+    keeps them, e.g. T5's ``</s>``); `tokenizer` may be a name (zoo short names work) or None for the
+    model's own folder."""
+    if tokenizer is None or isinstance(tokenizer, str):
+        from .. import zoo
+
+        tokenizer = zoo.load_tokenizer(tokenizer or model.name_or_path)
+    ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise MethodConfigError(f"{method} init_text {init_text!r} tokenizes to nothing; give a non-empty text or none.")
+    return (ids * math.ceil(length / len(ids)))[:length]
+
+
 def initial_prompt(
     model: nn.Module, length: int, init_text: str | None, tokenizer: str | PreTrainedTokenizerBase | None, method: str
 ) -> torch.Tensor:
     """[length, d] start values of soft-prompt vectors (DePT's short prompt, IAPT's prompt positions): the
-    embeddings of `init_text` tiled / truncated, else of random vocabulary tokens (global RNG).
-
-    The text is tokenized without special tokens (the reference keeps them, e.g. T5's ``</s>``);
-    `tokenizer` may be a name (zoo short names work) or None for the model's own folder.
-    """
+    embeddings of `init_text` (`text_token_ids`), else of random vocabulary tokens (global RNG)."""
     embeddings = input_embeddings(model, method)
     vocab = embeddings.weight.shape[0]
     if init_text:
-        if tokenizer is None or isinstance(tokenizer, str):
-            from .. import zoo
-
-            tokenizer = zoo.load_tokenizer(tokenizer or model.name_or_path)
-        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise MethodConfigError(f"{method} init_text {init_text!r} tokenizes to nothing; give a non-empty text or none.")
-        ids = torch.tensor((ids * math.ceil(length / len(ids)))[:length])
+        ids = torch.tensor(text_token_ids(model, length, init_text, tokenizer, method))
     else:
         ids = torch.randint(0, vocab, (length,))
     with torch.no_grad():
