@@ -21,6 +21,7 @@ SMALL = {"max_train_examples": 32, "max_eval_examples": 16, "batch_size": 8, "ev
 METHODS = {
     "prompt_tuning": lambda: PromptTuning(num_virtual_tokens=8, init="text", init_text="Classify the question:"),
     "prefix_tuning": lambda: PrefixTuning(num_virtual_tokens=4, prefix_projection=True, encoder_hidden_size=16),
+    "prefix_tuning_from_text": lambda: PrefixTuning(num_virtual_tokens=4, init="text", init_text="Classify the question:"),
     "dept": lambda: DePT(num_virtual_tokens=4, rank=2, max_length=32, init_text="Classify the question:"),
     "ept": lambda: EPT(num_virtual_tokens=4, rank=2, max_length=32, num_spaces=2),
     "iapt": lambda: IAPT(num_tokens=2, bottleneck=8),
@@ -60,7 +61,7 @@ def test_each_method_trains_only_its_prompt_and_exports_what_it_trained(name, tm
     folder = module.export(tmp_path / "export")
     assert (folder / "tokenizer_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(zoo.resolve("tiny-llama"))
-    reloaded = PeftModel.from_pretrained(base, folder) if name in ("prompt_tuning", "prefix_tuning") else load_soft_prompt(base, folder)
+    reloaded = PeftModel.from_pretrained(base, folder) if name.startswith(("prompt_tuning", "prefix_tuning")) else load_soft_prompt(base, folder)
     ids = torch.randint(3, 200, (2, 7))
     mask = torch.ones_like(ids)
     with torch.no_grad():
