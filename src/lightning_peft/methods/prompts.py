@@ -138,6 +138,14 @@ def fix_prompt_positions(model: PeftModel) -> PeftModel:
     return model
 
 
+def _check_init(method: str, init: str, init_text: str | None, choices: tuple[str, ...]) -> None:
+    """One sentence for an unknown `init`, or for `init_text` given without ``init="text"`` (or missing with it)."""
+    if init not in choices:
+        raise MethodConfigError(f"{method} init={init!r} is unknown; use one of {', '.join(map(repr, choices))}.")
+    if (init == "text") != bool(init_text):
+        raise MethodConfigError(f"{method} needs init_text exactly when init='text'; set both, or neither.")
+
+
 class _PeftPrompt(PeftBacked, SoftPromptMethod):
     """Shared mechanics: choose the task type, wrap with peft, fix positions, group parameters."""
 
@@ -198,12 +206,7 @@ class PromptTuning(_PeftPrompt):
         modules_to_save: list[str] | None = None,
     ) -> None:
         super().__init__(num_virtual_tokens, modules_to_save)
-        if init not in ("random", "vocab", "text"):
-            raise MethodConfigError(f"PromptTuning init={init!r} is unknown; use 'random', 'vocab' or 'text'.")
-        if (init == "text") != bool(init_text):
-            raise MethodConfigError(
-                "PromptTuning needs init_text exactly when init='text'; set both, or neither for random/vocab init."
-            )
+        _check_init(type(self).__name__, init, init_text, ("random", "vocab", "text"))
         self.init, self.init_text, self.tokenizer = init, init_text, tokenizer
 
     def _tokenizer_path(self, model: nn.Module) -> str:
@@ -272,10 +275,7 @@ class PrefixTuning(_PeftPrompt):
         super().__init__(num_virtual_tokens, modules_to_save)
         if encoder_hidden_size < 1:
             raise MethodConfigError(f"encoder_hidden_size={encoder_hidden_size} must be a positive integer (paper: 512).")
-        if init not in ("random", "text"):
-            raise MethodConfigError(f"PrefixTuning init={init!r} is unknown; use 'random' or 'text'.")
-        if (init == "text") != bool(init_text):
-            raise MethodConfigError("PrefixTuning needs init_text exactly when init='text'; set both, or neither.")
+        _check_init(type(self).__name__, init, init_text, ("random", "text"))
         if init == "text" and prefix_projection:
             raise MethodConfigError(
                 "PrefixTuning init='text' sets the key/value prefixes themselves, which prefix_projection replaces "
