@@ -55,8 +55,8 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
 
 
-def _module(lr: float = 2e-5) -> SelectiveModule:
-    return SelectiveModule(backbone=BACKBONE, task=CausalLMSFT(), method=FullFineTuning(),
+def _module(lr: float = 2e-5, backbone: str = BACKBONE) -> SelectiveModule:
+    return SelectiveModule(backbone=backbone, task=CausalLMSFT(), method=FullFineTuning(),
                            optimizer=lambda p: torch.optim.AdamW(p, lr=lr, weight_decay=0.0))
 
 
@@ -80,28 +80,30 @@ def run_speed(method: str, steps: int) -> dict:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def trec_accuracy(module: SelectiveModule, examples: int) -> float:
-    """TREC-6 answer-type accuracy by scoring the label words after the prompt (what stage 1 trained)."""
-    data = ClassificationData("trec6", tokenizer=BACKBONE, template=TREC_TEMPLATE, max_eval_examples=examples,
+def trec_accuracy(module: SelectiveModule, examples: int, split: str = "validate") -> float:
+    """TREC-6 answer-type accuracy by scoring the label words after the prompt (what stage 1 trained);
+    `split` is "validate" (the split carved from training data) or "test"."""
+    data = ClassificationData("trec6", tokenizer=module.tokenizer, template=TREC_TEMPLATE, max_eval_examples=examples,
                               eval_batch_size=32)
-    data.setup("validate")
+    data.setup(split)
     task = VerbalizerClassification()
     task.bind(module.tokenizer, data.label_names)
     correct = total = 0
+    loader = data.val_dataloader() if split == "validate" else data.test_dataloader()
     with torch.no_grad():
-        for batch in data.val_dataloader():
+        for batch in loader:
             out = task.step(module.model, batch)
             correct += int((out.preds == out.target).sum())
             total += len(out.target)
     return correct / total
 
 
-def _sequence(train_examples: int, eval_examples: int) -> TaskSequenceData:
+def _sequence(train_examples: int, eval_examples: int, backbone: str = BACKBONE) -> TaskSequenceData:
     common = {"max_length": 64, "batch_size": 16, "max_train_examples": train_examples, "max_eval_examples": eval_examples}
     return TaskSequenceData(
         [SFTData("movie_dialog", **common),
          SFTData("trec6", prompt_column="text", response_column="label", prompt_template=TREC_TEMPLATE, **common)],
-        names=["dialog", "trec"], tokenizer=BACKBONE)
+        names=["dialog", "trec"], tokenizer=backbone)
 
 
 def run_forgetting(method: str, train_examples: int, eval_examples: int, windows: int) -> dict:
