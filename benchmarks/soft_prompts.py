@@ -175,19 +175,28 @@ class ArmReport(L.Callback):
 # -- parent: one CLI process per arm --------------------------------------------------------
 
 
-def scaled_recipe(arm: str, scale: float, root: Path) -> Path:
-    """The arm's recipe with every learning rate (optimizer and DualLRSchedule groups) multiplied by `scale`."""
+def adjusted_recipe(arm: str, scale: float, rates: dict[str, float], root: Path) -> Path:
+    """The arm's recipe with every learning rate (optimizer and DualLRSchedule groups) multiplied by `scale`,
+    then the DualLRSchedule groups named in `rates` set to those peak rates (the recipe itself when neither applies)."""
     recipe = RECIPES / f"{arm}_trec6.yaml"
-    if scale == 1.0:
+    if scale == 1.0 and not rates:
         return recipe
     config = yaml.safe_load(recipe.read_text())
     optimizer = config["model"]["init_args"]["optimizer"]["init_args"]
     optimizer["lr"] = float(optimizer["lr"]) * scale
-    for callback in config.get("trainer", {}).get("callbacks", []):
-        for group in callback.get("init_args", {}).get("groups", {}).values():
-            if "lr" in group:
-                group["lr"] = float(group["lr"]) * scale
-    path = root / f"{arm}_lr_x{scale:g}.yaml"
+    groups = {name: group for callback in config.get("trainer", {}).get("callbacks", [])
+              for name, group in callback.get("init_args", {}).get("groups", {}).items()}
+    for group in groups.values():
+        if "lr" in group:
+            group["lr"] = float(group["lr"]) * scale
+    missing = sorted(set(rates) - set(groups))
+    if missing:
+        raise SystemExit(f"--rates names {missing}, which {recipe.name} has no DualLRSchedule group for; "
+                         f"its groups are {sorted(groups)}.")
+    for name, lr in rates.items():
+        groups[name]["lr"] = lr
+    tag = "_".join([f"x{scale:g}", *(f"{name}{lr:g}" for name, lr in sorted(rates.items()))])
+    path = root / f"{arm}_lr_{tag}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -196,7 +205,7 @@ def scaled_recipe(arm: str, scale: float, root: Path) -> Path:
 def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) -> list[str]:
     """The `lightning_peft.cli fit` command line of one arm."""
     command = [
-        *fit_command(scaled_recipe(arm, args.lr_scale, root), args.backbone, args.seed, args.steps, root),
+        *fit_command(adjusted_recipe(arm, args.lr_scale, args.rates, root), args.backbone, args.seed, args.steps, root),
         "--test_after_fit", "true",
         "--data.init_args.batch_size", str(args.batch_size),
         "--trainer.precision", args.precision,
@@ -207,6 +216,8 @@ def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) ->
     ]
     if args.test_examples is not None:
         command += ["--data.init_args.max_eval_examples", str(args.test_examples)]
+    if args.validate:  # one validation pass after the last step (val/acc in the fit metrics)
+        command += ["--trainer.limit_val_batches", "1.0", "--trainer.val_check_interval", str(args.steps)]
     if arm in PADDED_ARMS:
         command += ["--model.init_args.method.init_args.pad_to_max_length", str(args.pad_to_max_length).lower()]
     return command
@@ -226,6 +237,7 @@ def run_arm(arm: str, args: argparse.Namespace, workdir: Path) -> dict:
         "trainable_parameters": measured["trainable_parameters"],
         "steps": measured["global_step"],
         "test_acc": metrics.get("test", {}).get("test/acc"),
+        "val_acc": metrics.get("fit", {}).get("val/acc"),
         "train_loss": metrics.get("fit", {}).get("train/loss"),
         "seconds_per_step": throughput.get("step_time"),
         "tokens_per_sec": throughput.get("tokens_per_sec"),
@@ -263,10 +275,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def print_results(rows: list[dict], relative: dict[str, dict], baseline: str) -> None:
     from lightning_peft.cli.tables import print_table
 
-    print_table([(row["arm"], _fmt(row["trainable_parameters"]), _fmt(row["test_acc"]), _fmt(row["seconds_per_step"]),
-                  _fmt(row["tokens_per_sec"]), _fmt(row["layer_seq_len"]), _fmt(row["peak_memory_gb"]),
-                  _fmt(row["train_increase_gb"])) for row in rows],
-                ("arm", "trainable", "test_acc", "s/step", "tokens/s", "seq_len", "peak_gb", "train_incr_gb"))
+    print_table([(row["arm"], _fmt(row["trainable_parameters"]), _fmt(row["val_acc"]), _fmt(row["test_acc"]),
+                  _fmt(row["seconds_per_step"]), _fmt(row["tokens_per_sec"]), _fmt(row["layer_seq_len"]),
+                  _fmt(row["peak_memory_gb"]), _fmt(row["train_increase_gb"])) for row in rows],
+                ("arm", "trainable", "val_acc", "test_acc", "s/step", "tokens/s", "seq_len", "peak_gb", "train_incr_gb"))
     if relative:
         print(f"\nratios vs {baseline} (paper, DePT: accuracy >= 1, time and memory < 0.8):")
         print_table([(arm, *(_fmt(r[f]) for f in RATIO_FIELDS)) for arm, r in relative.items()],
@@ -289,6 +301,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr_scale", type=float, default=1.0,
                         help="multiply every learning rate of every recipe (optimizer and DualLRSchedule groups); "
                              "the recipes use the papers' rates, e.g. prompt lr 0.3, tuned for T5's far larger embeddings")
+    parser.add_argument("--rates", nargs="+", default=[], metavar="GROUP=LR",
+                        help="set DualLRSchedule groups' peak rates (after --lr_scale), e.g. prompt=0.1 lowrank=1e-5; "
+                             "every arm run must have each named group")
+    parser.add_argument("--validate", action="store_true",
+                        help="also score the validation split after the last step (val_acc): choose rates on it, not on test")
     parser.add_argument("--backbone", default="smollm2-135m", help="model for every arm (tiny-llama for a smoke test)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -301,6 +318,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--arms {' '.join(args.arms)} names an arm twice; list each once.")
     if not args.lr_scale > 0:
         parser.error(f"--lr_scale {args.lr_scale} must be positive.")
+    try:
+        args.rates = {name: float(lr) for name, lr in (item.split("=", 1) for item in args.rates)}
+    except ValueError:
+        parser.error(f"--rates {' '.join(args.rates)}: write each as GROUP=LR with a number, e.g. prompt=0.1.")
+    if not all(lr > 0 for lr in args.rates.values()):
+        parser.error(f"--rates {args.rates}: every learning rate must be positive.")
     for name in ("batch_size", "test_examples"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -21,10 +21,12 @@ def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
     output = tmp_path / "result.json"
     stdout = run_script("soft_prompts.py", [
         "--backbone", "tiny-llama", "--steps", "3", "--arms", "prompt_tuning", "dept", "--test_examples", "16",
-        "--batch_size", "4", "--output", str(output), "--workdir", str(tmp_path / "runs")], OMP_NUM_THREADS="1")
+        "--batch_size", "4", "--validate", "--output", str(output), "--workdir", str(tmp_path / "runs")],
+        OMP_NUM_THREADS="1")
     result = json.loads(output.read_text())
 
     assert [row["arm"] for row in result["rows"]] == ["prompt_tuning", "dept"]
+    assert all(0.0 <= row["val_acc"] <= 1.0 for row in result["rows"])  # --validate: scored after the last step
     assert "--steps 3" in result["command"] and result["settings"]["backbone"] == "tiny-llama"
     pt, dept = result["rows"]
     for row in (pt, dept):
@@ -59,8 +61,29 @@ def test_ratios_divide_by_the_baseline_and_skip_missing_values(harness):
     (["--steps", "2"], "leaves nothing to time"),
     (["--arms", "dept", "dept"], "names an arm twice"),
     (["--test_examples", "0"], "must be a positive integer"),
+    (["--rates", "prompt"], "write each as GROUP=LR"),
+    (["--rates", "prompt=-0.1"], "must be positive"),
 ])
 def test_bad_options_are_refused_in_one_line(argv, message, capsys, harness):
     with pytest.raises(SystemExit):
         harness.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_rates_set_the_named_groups_and_leave_the_others(harness, tmp_path):
+    import yaml
+
+    recipe = yaml.safe_load(harness.adjusted_recipe("dept", 1.0, {"lowrank": 1e-5}, tmp_path).read_text())
+    groups = recipe["trainer"]["callbacks"][0]["init_args"]["groups"]
+    shipped = yaml.safe_load((harness.RECIPES / "dept_trec6.yaml").read_text())["trainer"]["callbacks"][0]["init_args"]
+    assert groups["lowrank"]["lr"] == 1e-5 and groups["prompt"]["lr"] == shipped["groups"]["prompt"]["lr"]
+    scaled = yaml.safe_load(harness.adjusted_recipe("dept", 0.1, {"prompt": 0.2}, tmp_path).read_text())
+    scaled_groups = scaled["trainer"]["callbacks"][0]["init_args"]["groups"]
+    assert scaled_groups["prompt"]["lr"] == 0.2  # named: set after the scale
+    assert scaled_groups["lowrank"]["lr"] == pytest.approx(0.1 * shipped["groups"]["lowrank"]["lr"])
+    assert harness.adjusted_recipe("dept", 1.0, {}, tmp_path) == harness.RECIPES / "dept_trec6.yaml"
+
+
+def test_rates_for_a_group_the_recipe_lacks_are_refused(harness, tmp_path):
+    with pytest.raises(SystemExit, match="has no DualLRSchedule group"):
+        harness.adjusted_recipe("prompt_tuning", 1.0, {"lowrank": 1e-5}, tmp_path)
