@@ -154,31 +154,38 @@ def print_table(table: list[dict]) -> None:
 
 
 def plot(rows: list[dict], chosen: dict[str, dict], path: Path) -> None:
-    """Left: the sweep (validation accuracy against learning rate). Right: test accuracy against KL from the base, per seed."""
+    """Left: every seed-0 setting, TREC-6 validation accuracy against KL from the base (labelled lr/steps per stage).
+    Right: the chosen settings' test accuracy against KL, one point per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    base = [r for r in rows if r["method"] == "base"]
+    limit = base[0]["dialog_perplexity"] if base else float("inf")
     for method, colour in (("full", "tab:blue"), ("hft", "tab:orange")):
-        sweep = sorted((r["lr"], r["trec_val_accuracy"]) for r in rows
-                       if r["method"] == method and r["seed"] == 0 and r["embeddings"] == "freeze"
-                       and r["steps"] == chosen.get(method, {}).get("steps"))
-        if sweep:
-            left.plot(*zip(*sweep), marker="o", color=colour, label=method)
+        sweep = [r for r in rows if r["method"] == method and r["seed"] == 0]
+        for r in sweep:
+            marker = "s" if r["embeddings"] == "train" and method == "hft" else "o"
+            kept = r["dialog_perplexity"] <= limit  # hollow: lost the first task, not eligible
+            left.scatter(r["kl_from_base"], r["trec_val_accuracy"], marker=marker, edgecolors=colour,
+                         facecolors=colour if kept else "none")
+            left.annotate(f"{r['lr']:g}/{r['steps']}" + ("+emb" if marker == "s" else ""),
+                          (r["kl_from_base"], r["trec_val_accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        left.scatter([], [], color=colour, label=method)
         if method in chosen:
             picked = [r for r in rows if all(r[k] == v for k, v in chosen[method].items())]
             right.scatter([r["kl_from_base"] for r in picked], [r["trec_test_accuracy"] for r in picked], color=colour,
                           label=f"{method} (lr {chosen[method]['lr']:g}, {chosen[method]['steps']} steps/stage)")
-    base = [r for r in rows if r["method"] == "base"]
     if base:
         left.axhline(base[0]["trec_val_accuracy"], color="grey", linestyle=":", label="base")
         right.axhline(base[0]["trec_test_accuracy"], color="grey", linestyle=":", label="base")
-    left.set(xscale="log", xlabel="learning rate", ylabel="TREC-6 validation accuracy (seed 0)", title="sweep")
+    left.set(xscale="log", xlabel="KL from base on lee_news (nats/token)", ylabel="TREC-6 validation accuracy",
+             title="sweep, seed 0 (lr/steps per stage; hollow: dialog lost)")
     right.set(xlabel="KL from base on lee_news (nats/token)", ylabel="TREC-6 test accuracy", title="chosen settings, per seed")
-    left.legend()
-    right.legend()
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
