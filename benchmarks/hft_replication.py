@@ -14,8 +14,9 @@ Every arm runs in its own process and appends one row to `--output` (JSON lines)
 there is not run again, so an interrupted plan resumes. Each method's setting is chosen at seed 0 by TREC-6
 *validation* accuracy (the split carved from the training data) among the settings whose dialog
 validation perplexity is no worse than the untrained base's (they still hold the first task); the
-table reports TREC-6 *test* accuracy and forgetting for the chosen settings as mean ± std over seeds. Forgetting
-is `evaluation.probes.ForgettingProbes` (perplexity ratio and KL from the base on held-out lee_news
+table reports TREC-6 *test* accuracy and forgetting for the chosen settings as mean ± sample std over
+seeds 0, 1, 2. Seed s trains on data split 42 + s (its own validation/test split, training subset and
+batch order; seed 0 is the sweep's split) and draws HFT's halves with seed s. Forgetting is `evaluation.probes.ForgettingProbes` (perplexity ratio and KL from the base on held-out lee_news
 windows, zero-shot accuracy drop on sentiment_movies and sms_spam) plus dialog validation
 perplexity; cost is the median step time after two warm-up steps and the optimizer state at the
 end of the second stage.
@@ -40,17 +41,19 @@ from lightning_peft.evaluation.probes import ForgettingProbes, compare
 
 RESULTS = Path(__file__).parent / "results" / "hft_replication.jsonl"
 SETTING = ("method", "lr", "steps", "embeddings")
+SPLIT_SEED = 42  # the split every sweep setting is chosen on (seed 0)
 
 
 def run_arm(args: argparse.Namespace) -> dict:
     """Train one (method, lr, steps per stage, seed) arm on the two-task sequence and measure it ("base": no training)."""
     torch.manual_seed(args.seed)
     module = _module(args.lr, args.backbone)
-    data = _sequence(16 * max(args.steps, 1), args.eval_examples, args.backbone)  # base: steps 0, nothing trained
+    data = _sequence(16 * max(args.steps, 1), args.eval_examples, args.backbone, args.split_seed)  # base: steps 0
     module.configure_model()
     probes = ForgettingProbes(module.tokenizer, num_chunks=args.windows)
     base, base_stats = probes.measure(module.model)
-    row = {"method": args.method, "lr": args.lr, "steps": args.steps, "embeddings": args.embeddings, "seed": args.seed}
+    row = {"method": args.method, "lr": args.lr, "steps": args.steps, "embeddings": args.embeddings, "seed": args.seed,
+           "split_seed": args.split_seed}
     if args.method != "base":
         timer = StepTimer()
         callbacks = [timer]
@@ -67,8 +70,8 @@ def run_arm(args: argparse.Namespace) -> dict:
     data.setup("validate")
     dialog = _trainer([]).validate(module, dataloaders=data.tasks[0].val_dataloader(), verbose=False)[0]
     row.update(compare(base, after), news_perplexity=after["perplexity"], dialog_perplexity=dialog["val/perplexity"],
-               trec_val_accuracy=trec_accuracy(module, args.eval_examples, "validate"),
-               trec_test_accuracy=trec_accuracy(module, args.test_examples, "test"),
+               trec_val_accuracy=trec_accuracy(module, args.eval_examples, "validate", args.split_seed),
+               trec_test_accuracy=trec_accuracy(module, args.test_examples, "test", args.split_seed),
                peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return row
 
@@ -77,18 +80,37 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def split_seed_of(row: dict) -> int:
+    return row.get("split_seed", SPLIT_SEED)
+
+
+def protocol_seed(seed: int) -> int:
+    """The data split of seed `seed`: seed 0 is the sweep's split 42, seed s uses 42 + s.
+
+    The split seed also draws the training subset and the batch order, so without it full
+    fine-tuning would be the same run at every seed; HFT's half is drawn with `seed` itself.
+    """
+    return SPLIT_SEED + seed
+
+
+def in_protocol(row: dict) -> bool:
+    """Rows of the seeds protocol; the others (split 42 at seeds 1, 2) vary only HFT's draw."""
+    return split_seed_of(row) == protocol_seed(row["seed"])
+
+
 def _key(row: dict) -> tuple:
-    return tuple(row[k] for k in (*SETTING, "seed"))
+    return (*(row[k] for k in (*SETTING, "seed")), split_seed_of(row))
 
 
 def ensure(arm: dict, args: argparse.Namespace) -> dict:
     """The row of `arm` from `--output`, running it in a fresh process first when it is not there."""
-    arm = {"embeddings": "freeze", **arm}
+    arm = {"embeddings": "freeze", "split_seed": protocol_seed(arm["seed"]), **arm}
     done = {_key(row): row for row in read_rows(args.output)}
     if _key(arm) in done:
         return done[_key(arm)]
     command = [sys.executable, __file__, "--worker", "--method", arm["method"], "--lr", str(arm["lr"]),
-               "--steps", str(arm["steps"]), "--seed", str(arm["seed"]), "--embeddings", arm["embeddings"],
+               "--steps", str(arm["steps"]), "--seed", str(arm["seed"]), "--split_seed", str(arm["split_seed"]),
+               "--embeddings", arm["embeddings"],
                "--backbone", args.backbone, "--eval_examples", str(args.eval_examples),
                "--test_examples", str(args.test_examples), "--windows", str(args.windows)]
     print("running", " ".join(f"{k}={v}" for k, v in arm.items()), flush=True)
@@ -175,7 +197,7 @@ def plot(rows: list[dict], chosen: dict[str, dict], path: Path) -> None:
                           (r["kl_from_base"], r["trec_val_accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         left.scatter([], [], color=colour, label=method)
         if method in chosen:
-            picked = [r for r in rows if all(r[k] == v for k, v in chosen[method].items())]
+            picked = [r for r in rows if in_protocol(r) and all(r[k] == v for k, v in chosen[method].items())]
             right.scatter([r["kl_from_base"] for r in picked], [r["trec_test_accuracy"] for r in picked], color=colour,
                           label=f"{method} (lr {chosen[method]['lr']:g}, {chosen[method]['steps']} steps/stage)")
     if base:
@@ -204,6 +226,8 @@ def main() -> None:
     parser.add_argument("--method", choices=["base", "full", "hft"], default="hft", help="the arm plan's method")
     parser.add_argument("--lr", type=float, default=2e-5, help="the arm plan's learning rate")
     parser.add_argument("--seed", type=int, default=0, help="the arm plan's seed (data order and HFT's draws)")
+    parser.add_argument("--split_seed", type=int, default=SPLIT_SEED,
+                        help="worker: the data split; plans use 42 + seed (seed 0: the sweep's split)")
     parser.add_argument("--embeddings", choices=["freeze", "train"], default="freeze",
                         help="HFT only: freeze (the default) or train the tied embeddings / LM head, as full fine-tuning does")
     parser.add_argument("--backbone", default=BACKBONE, help="zoo name or path of the causal LM")
@@ -236,7 +260,11 @@ def main() -> None:
     rows = read_rows(args.output)
     chosen = best_settings(rows)
     print("chosen on validation (seed 0; TREC-6 accuracy among settings with dialog perplexity <= the base's):", chosen)
-    print_table(summarise(rows))
+    print_table(summarise([row for row in rows if in_protocol(row)]))
+    draws = [row for row in rows if row["method"] == "hft" and split_seed_of(row) == SPLIT_SEED]
+    if any(row["seed"] != 0 for row in draws):
+        print(f"\nHFT's draw alone (data split {SPLIT_SEED} at every seed; only the frozen half changes):")
+        print_table(summarise(draws))
     if args.plot:
         plot(rows, chosen, args.plot)
         print(f"figure written to {args.plot}")

@@ -80,11 +80,11 @@ def run_speed(method: str, steps: int) -> dict:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def trec_accuracy(module: SelectiveModule, examples: int, split: str = "validate") -> float:
+def trec_accuracy(module: SelectiveModule, examples: int, split: str = "validate", split_seed: int = 42) -> float:
     """TREC-6 answer-type accuracy by scoring the label words after the prompt (what stage 1 trained);
-    `split` is "validate" (the split carved from training data) or "test"."""
+    `split` is "validate" (the split carved from training data) or "test", of the `split_seed` split."""
     data = ClassificationData("trec6", tokenizer=module.tokenizer, template=TREC_TEMPLATE, max_eval_examples=examples,
-                              eval_batch_size=32)
+                              eval_batch_size=32, split_seed=split_seed)
     data.setup(split)
     task = VerbalizerClassification()
     task.bind(module.tokenizer, data.label_names)
@@ -98,8 +98,10 @@ def trec_accuracy(module: SelectiveModule, examples: int, split: str = "validate
     return correct / total
 
 
-def _sequence(train_examples: int, eval_examples: int, backbone: str = BACKBONE) -> TaskSequenceData:
-    common = {"max_length": 64, "batch_size": 16, "max_train_examples": train_examples, "max_eval_examples": eval_examples}
+def _sequence(train_examples: int, eval_examples: int, backbone: str = BACKBONE, split_seed: int = 42) -> TaskSequenceData:
+    """The two tasks; `split_seed` draws each task's splits, training subset and batch order."""
+    common = {"max_length": 64, "batch_size": 16, "max_train_examples": train_examples, "max_eval_examples": eval_examples,
+              "split_seed": split_seed}
     return TaskSequenceData(
         [SFTData("movie_dialog", **common),
          SFTData("trec6", prompt_column="text", response_column="label", prompt_template=TREC_TEMPLATE, **common)],

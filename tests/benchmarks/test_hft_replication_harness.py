@@ -42,3 +42,12 @@ def test_seeds_of_one_setting_are_summarised_as_mean_and_sample_std(harness):
     assert hft["kl_from_base"] == pytest.approx((0.1, 0.0))
     assert "seconds_per_step" not in hft  # not in the rows: left out, not invented
     assert table["base"]["trec_test_accuracy"] == (0.27, 0.0)
+
+
+def test_seed_s_uses_its_own_data_split_and_rows_off_the_protocol_are_kept_apart(harness):
+    assert [harness.protocol_seed(s) for s in (0, 1, 2)] == [42, 43, 44]  # seed 0 is the sweep's split
+    protocol = _row("full", 1e-4, 0.8, 50.0, seed=1, split_seed=43)
+    draw_only = _row("hft", 1e-4, 0.8, 50.0, seed=1, split_seed=42)
+    legacy_seed0 = _row("hft", 1e-4, 0.8, 50.0)  # written before rows carried their split: the sweep's 42
+    assert harness.in_protocol(protocol) and harness.in_protocol(legacy_seed0) and not harness.in_protocol(draw_only)
+    assert harness._key(draw_only) != harness._key({**draw_only, "split_seed": 43})
