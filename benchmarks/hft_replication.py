@@ -8,6 +8,7 @@ The two-task sequence of `selective.py` (movie_dialog replies, then TREC-6 answe
     python benchmarks/hft_replication.py --plan seeds --seeds 1 2     # each method's best sweep setting
     python benchmarks/hft_replication.py --plan diagnose               # HFT's best: embeddings trained; stages twice as long
     python benchmarks/hft_replication.py --plan arm --method hft --lr 1e-4 --steps 60 --embeddings train
+    python benchmarks/hft_replication.py --plan arm --method hft --lr 1e-4 --steps 60 --seed 1 --split_seed 42  # draw only
     python benchmarks/hft_replication.py --plan table --plot docs/methods/hft_replication.png
 
 Every arm runs in its own process and appends one row to `--output` (JSON lines); an arm already
@@ -226,8 +227,9 @@ def main() -> None:
     parser.add_argument("--method", choices=["base", "full", "hft"], default="hft", help="the arm plan's method")
     parser.add_argument("--lr", type=float, default=2e-5, help="the arm plan's learning rate")
     parser.add_argument("--seed", type=int, default=0, help="the arm plan's seed (data order and HFT's draws)")
-    parser.add_argument("--split_seed", type=int, default=SPLIT_SEED,
-                        help="worker: the data split; plans use 42 + seed (seed 0: the sweep's split)")
+    parser.add_argument("--split_seed", type=int, default=None,
+                        help="the arm plan's data split (default 42 + seed, as the seeds plan uses); e.g. 42 at "
+                             "seeds 1, 2 varies only HFT's draw on the sweep's data")
     parser.add_argument("--embeddings", choices=["freeze", "train"], default="freeze",
                         help="HFT only: freeze (the default) or train the tied embeddings / LM head, as full fine-tuning does")
     parser.add_argument("--backbone", default=BACKBONE, help="zoo name or path of the causal LM")
@@ -239,6 +241,7 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        args.split_seed = protocol_seed(args.seed) if args.split_seed is None else args.split_seed
         print(json.dumps(run_arm(args)))
         return
     if args.plan == "sweep":
@@ -255,8 +258,9 @@ def main() -> None:
         ensure({**hft, "embeddings": "train", "seed": 0}, args)
         ensure({**hft, "steps": 2 * hft["steps"], "seed": 0}, args)
     elif args.plan == "arm":
-        ensure({"method": args.method, "lr": args.lr if args.method != "base" else 0.0,
-                "steps": args.steps if args.method != "base" else 0, "seed": args.seed, "embeddings": args.embeddings}, args)
+        arm = {"method": args.method, "lr": args.lr if args.method != "base" else 0.0,
+               "steps": args.steps if args.method != "base" else 0, "seed": args.seed, "embeddings": args.embeddings}
+        ensure(arm if args.split_seed is None else {**arm, "split_seed": args.split_seed}, args)
     rows = read_rows(args.output)
     chosen = best_settings(rows)
     print("chosen on validation (seed 0; TREC-6 accuracy among settings with dialog perplexity <= the base's):", chosen)
