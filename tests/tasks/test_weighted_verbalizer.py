@@ -164,6 +164,9 @@ def test_expanded_weights_start_at_the_correlation_scores_train_and_are_checkpoi
 @pytest.mark.parametrize("kwargs, label_words, message", [
     ({}, {"sport": ["football"], "politics": [], "tech": ["computer"]}, "Class 'politics' has no seed words"),
     ({"word_scores": {"sport": {" ": 1.0}, "politics": {"vote": 1.0}, "tech": {"computer": 1.0}}}, None, "tokenizes to nothing"),
+    # a misspelt label would otherwise fall back silently to the class's own name as its only seed word
+    ({}, {"sports": ["football"], "politics": ["vote"], "tech": ["computer"]}, r"names labels \['sports'\] that are not"),
+    ({"word_scores": {"sport": {"football": 1.0}, "politic": {"vote": 1.0}}}, None, r"names labels \['politic'\] that are not"),
 ])
 def test_bad_words_are_refused_at_bind(kwargs, label_words, message):
     with pytest.raises(TaskConfigError, match=message):

@@ -17,6 +17,7 @@ Prompt-based Fine-tuning Powerful Learner", NeurIPS): the pattern with a pseudo-
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -38,6 +39,14 @@ def word_log_probs(token_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.T
     `token_log_probs`, `mask`: [batch, words, longest word]; `mask` is 1 on a word's own tokens.
     """
     return token_log_probs.masked_fill(mask == 0, 0.0).sum(-1) / mask.sum(-1)
+
+
+def refuse_unknown_labels(named: Iterable[str], label_names: list[str]) -> None:
+    """One sentence for label words given to a class the data does not have (usually a misspelt label)."""
+    unknown = sorted(set(named) - set(label_names))
+    if unknown:
+        raise TaskConfigError(
+            f"label_words names labels {unknown} that are not in the data's labels {label_names}; fix the spelling.")
 
 
 class ClozeClassification(_Classification):
@@ -82,10 +91,7 @@ class ClozeClassification(_Classification):
 
     def bind(self, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> None:
         super().bind(tokenizer, label_names)
-        unknown = sorted(set(self.label_words) - set(self.label_names))
-        if unknown:
-            raise TaskConfigError(
-                f"label_words names labels {unknown} that are not in the data's labels {self.label_names}; fix the spelling.")
+        refuse_unknown_labels(self.label_words, self.label_names)
         empty = [label for label, words in self.label_words.items() if not words]
         if empty:
             raise TaskConfigError(f"label_words gives class {empty[0]!r} no words; list at least one word for it.")

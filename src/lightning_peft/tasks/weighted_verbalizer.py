@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .base import TaskConfigError
 from .classification import left_align
-from .cloze import ClozeClassification, word_log_probs
+from .cloze import ClozeClassification, refuse_unknown_labels, word_log_probs
 from .label_word_expansion import expand_label_words
 
 VERBALIZER_NAME = "weighted_verbalizer"  # the LM's submodule holding the word weights s
@@ -146,6 +146,7 @@ class WeightedVerbalizerClassification(ClozeClassification):
     def bind(self, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None) -> None:
         """Check and tokenize the seed words (or the given `word_scores`); the expansion waits for `expand`."""
         names = list(label_names or [])
+        refuse_unknown_labels(self.given_scores or self.seeds, names)
         seeds = {label: self.seeds.get(label, [label]) for label in names}
         empty = [label for label, words in seeds.items() if not [word for word in words if str(word).strip()]]
         if empty and not self.given_scores:
