@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_runs import CLI, ROOT, fit_once, run
+
 sys.path.insert(0, str(ROOT / "src"))
 
 from lightning_peft.cli.tables import print_table  # noqa: E402
 from lightning_peft.pet import mean_std  # noqa: E402
 
-CLI = [sys.executable, "-m", "lightning_peft.cli"]
 # --small: inputs cut to 64 tokens (the title and the first sentence), 100 pool and 100 test articles, two
 # patterns, 15 PET steps of 4 (one unlabelled text per step for the LM term), a 30-step classifier, and a
 # supervised arm of 30 steps of 8 (240 articles of the full training split: far less than an epoch).
@@ -45,11 +43,6 @@ SMALL_PET = [*SMALL_SHARED, "--data.init_args.max_unlabelled", "100", "--trainer
 SMALL_SUPERVISED = [*SMALL_SHARED, "--trainer.max_steps", "30"]
 
 
-def run(command: list[str]) -> None:
-    print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
 def pet(seeds: list[int], out: Path, extra: list[str]) -> dict:
     run([*CLI, "pet", "--config", "configs/cloze/pet_bbc_news.yaml", "--pet.shot_seeds", json.dumps(seeds),
          "--pet.output_dir", str(out / "pet"), "--trainer.enable_progress_bar", "false", *extra])
@@ -57,11 +50,8 @@ def pet(seeds: list[int], out: Path, extra: list[str]) -> dict:
 
 
 def supervised(seed: int, out: Path, extra: list[str]) -> dict:
-    folder = out / "supervised" / f"seed-{seed}"
-    if not list(folder.rglob("metrics.json")):
-        run([*CLI, "fit", "--config", "configs/cloze/supervised_bbc_news.yaml", "--seed_everything", str(seed),
-             "--trainer.default_root_dir", str(folder), "--trainer.enable_progress_bar", "false", *extra])
-    written = json.loads(next(folder.rglob("metrics.json")).read_text())
+    written = fit_once(out / "supervised" / f"seed-{seed}",
+                       ["--config", "configs/cloze/supervised_bbc_news.yaml", "--seed_everything", str(seed), *extra])
     return {k: v for k, v in written["test"].items() if k.startswith("test/")}
 
 

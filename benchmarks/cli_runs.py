@@ -1,0 +1,41 @@
+"""Run the real `lightning-peft` CLI for a benchmark arm, one fresh process per run, and read back what it
+wrote. A run whose `metrics.json` already holds the sections asked for is not run again, so a benchmark
+that was interrupted continues where it stopped.
+
+Shared by `cloze.py` and `sciprompt.py`; run them as `python benchmarks/<name>.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "lightning_peft.cli"]
+
+
+def run(command: list[str]) -> None:
+    """Run `command` in the repository root, echoing it; a failure stops the benchmark (CalledProcessError)."""
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def fit_once(folder: Path, args: list[str], sections: tuple[str, ...] = ("test",)) -> dict[str, dict[str, float]]:
+    """`lightning-peft fit <args>` into `folder` unless its metrics.json has `sections` already; those sections."""
+    written = _written(folder)
+    if not all(s in written for s in sections):
+        run([*CLI, "fit", *args, "--trainer.default_root_dir", str(folder), "--trainer.enable_progress_bar", "false"])
+        written = _written(folder)
+    missing = [s for s in sections if s not in written]
+    if missing:
+        raise SystemExit(f"{folder}: the run finished without writing {missing} to metrics.json.")
+    return {s: written[s] for s in sections}
+
+
+def _written(folder: Path) -> dict:
+    """The newest metrics.json under `folder` (a rerun after an interruption writes a new version), or {}."""
+    found = sorted(folder.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(found[-1].read_text()) if found else {}
