@@ -7,6 +7,7 @@ Shared by `cloze.py` and `sciprompt.py`; run them as `python benchmarks/<name>.p
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -39,3 +40,14 @@ def _written(folder: Path) -> dict:
     """The newest metrics.json under `folder` (a rerun after an interruption writes a new version), or {}."""
     found = sorted(folder.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(found[-1].read_text()) if found else {}
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """A benchmark's trailing `-- ARGS...`: CLI arguments appended to every run it starts."""
+    parser.add_argument("overrides", nargs=argparse.REMAINDER,
+                        help="After `--`: CLI arguments appended to every run (they change what is measured; "
+                             "use another --output and --results).")
+
+
+def overrides_of(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides)

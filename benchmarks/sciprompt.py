@@ -31,7 +31,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli_runs import ROOT, fit_once
+from cli_runs import ROOT, add_overrides, fit_once, overrides_of
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -117,11 +117,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench_sciprompt",
                         help="Run folder (a rerun skips the runs that finished).")
     parser.add_argument("--plot", type=Path, help="Also draw accuracy against shots to this PNG.")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER,
-                        help="After `--`: CLI arguments appended to every run (they change what is measured; "
-                             "use another --output).")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "sciprompt.json",
+                        help="JSON file to write the figures to.")
+    add_overrides(parser)
     args = parser.parse_args()
-    extra = tuple(args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides)
+    extra = overrides_of(args)
     rows = collect(args.output, args.datasets, sorted(args.shots), args.seeds, extra)
     table = summary(rows)
 
@@ -132,7 +132,7 @@ def main() -> None:
                   cell(e["gain_acc"], True), cell(e["single_f1"]), cell(e["weighted_f1"]), cell(e["gain_f1"], True))
                  for e in table],
                 ("dataset", "shots", "seeds", "single acc", "weighted acc", "gain", "single F1", "weighted F1", "gain F1"))
-    target = ROOT / "benchmarks" / "results" / "sciprompt.json"
+    target = args.results
     target.write_text(json.dumps({"rows": rows, "table": table}, indent=2, sort_keys=True))
     print(f"written to {target}")
     if args.plot:
