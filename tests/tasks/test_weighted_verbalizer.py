@@ -199,8 +199,9 @@ def test_the_recipe_runs_with_fast_dev_run_on_a_tiny_model(tmp_path, cache):
     from pathlib import Path
 
     from lightning_peft.cli import main
+    from lightning_peft.data.catalog import CATALOG
 
-    topics = ["business", "entertainment", "politics", "sport", "tech"]
+    topics = CATALOG["bbc_news"].labels  # the recipe's label_words must name the real data's labels
     path = tmp_path / "news.jsonl"
     path.write_text("".join(json.dumps({"text": f"{t} news {i} market film vote match phone", "label": t}) + "\n"
                             for t in topics for i in range(8)))
