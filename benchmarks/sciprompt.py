@@ -36,7 +36,7 @@ from cli_runs import ROOT, add_overrides, fit_once, overrides_of
 sys.path.insert(0, str(ROOT / "src"))
 
 from lightning_peft.cli.tables import print_table  # noqa: E402
-from lightning_peft.pet import mean_std  # noqa: E402
+from lightning_peft.pet import paired_gain  # noqa: E402
 
 ARMS = {"single": "configs/cloze/single_word_{dataset}.yaml", "weighted": "configs/cloze/sciprompt_{dataset}.yaml"}
 METRICS = ("test/acc", "test/f1")
@@ -79,9 +79,9 @@ def summary(rows: list[dict]) -> list[dict]:
         seeds = sorted(set(by_arm["single"]) & set(by_arm["weighted"]))
         entry = {"dataset": dataset, "shots": k, "seeds": seeds}
         for metric in ("acc", "f1"):
-            for arm in ARMS:
-                entry[f"{arm}_{metric}"] = mean_std([by_arm[arm][s][metric] for s in seeds])
-            entry[f"gain_{metric}"] = mean_std([by_arm["weighted"][s][metric] - by_arm["single"][s][metric] for s in seeds])
+            paired = paired_gain([by_arm["single"][s][metric] for s in seeds], [by_arm["weighted"][s][metric] for s in seeds])
+            for key, name in (("single", "without"), ("weighted", "with"), ("gain", "gain")):
+                entry[f"{key}_{metric}"] = (paired[f"{name}_mean"], paired[f"{name}_std"])
         table.append(entry)
     return table
 
