@@ -216,6 +216,8 @@ def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) ->
     ]
     if args.test_examples is not None:
         command += ["--data.init_args.max_eval_examples", str(args.test_examples)]
+    if args.split_seed is not None:
+        command += ["--data.init_args.split_seed", str(args.split_seed)]
     if args.validate:  # one validation pass after the last step (val/acc in the fit metrics)
         command += ["--trainer.limit_val_batches", "1.0", "--trainer.val_check_interval", str(args.steps)]
     if arm in PADDED_ARMS:
@@ -291,7 +293,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=40,
                         help=f"optimizer steps per arm (the first {WARMUP_STEPS} are not timed)")
     parser.add_argument("--batch_size", type=int, default=16, help="training batch size (the recipes' 16)")
-    parser.add_argument("--seed", type=int, default=42, help="seed_everything of every arm")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed_everything of every arm: random initialisation only (the recipes' prompts start "
+                             "from text, so prompt tuning does not change with it); see --split_seed")
+    parser.add_argument("--split_seed", type=int, default=None,
+                        help="the data's split_seed for every arm: which questions are train/validation/test and "
+                             "the batch order (default: the recipes' 42)")
     parser.add_argument("--precision", default="32-true",
                         help="--trainer.precision of every arm (32-true: the precision the recorded tables used)")
     parser.add_argument("--test_examples", type=int, default=None,

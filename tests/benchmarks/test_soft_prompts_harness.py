@@ -21,13 +21,14 @@ def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
     output = tmp_path / "result.json"
     stdout = run_script("soft_prompts.py", [
         "--backbone", "tiny-llama", "--steps", "3", "--arms", "prompt_tuning", "dept", "--test_examples", "16",
-        "--batch_size", "4", "--validate", "--output", str(output), "--workdir", str(tmp_path / "runs")],
+        "--batch_size", "4", "--validate", "--split_seed", "3", "--output", str(output), "--workdir", str(tmp_path / "runs")],
         OMP_NUM_THREADS="1")
     result = json.loads(output.read_text())
 
     assert [row["arm"] for row in result["rows"]] == ["prompt_tuning", "dept"]
     assert all(0.0 <= row["val_acc"] <= 1.0 for row in result["rows"])  # --validate: scored after the last step
     assert "--steps 3" in result["command"] and result["settings"]["backbone"] == "tiny-llama"
+    assert result["settings"]["split_seed"] == 3  # the real CLI accepted the data's split seed
     pt, dept = result["rows"]
     for row in (pt, dept):
         assert row["steps"] == 3 and row["measured_steps"] == 1  # 2 warm-up steps are not timed
@@ -87,3 +88,13 @@ def test_rates_set_the_named_groups_and_leave_the_others(harness, tmp_path):
 def test_rates_for_a_group_the_recipe_lacks_are_refused(harness, tmp_path):
     with pytest.raises(SystemExit, match="has no DualLRSchedule group"):
         harness.adjusted_recipe("prompt_tuning", 1.0, {"lowrank": 1e-5}, tmp_path)
+
+
+def test_split_seed_reaches_the_data_only_when_given(harness, tmp_path):
+    def data_seed(argv):
+        command = harness.arm_command("dept", harness.parse_args(argv), tmp_path, tmp_path / "report.json")
+        flags = [i for i, part in enumerate(command) if part == "--data.init_args.split_seed"]
+        return [command[i + 1] for i in flags]
+
+    assert data_seed([]) == []  # the recipe's own split
+    assert data_seed(["--split_seed", "2", "--seed", "1"]) == ["2"]
