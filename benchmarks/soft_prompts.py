@@ -4,6 +4,7 @@
     python benchmarks/soft_prompts.py --arms prompt_tuning dept --steps 20
     python benchmarks/soft_prompts.py --pad_to_max_length      # DePT/EPT pad inputs to s=64 as the paper does
     python benchmarks/soft_prompts.py --arms prompt_tuning dept ept iapt prefix_tuning
+    python benchmarks/soft_prompts.py --arms prompt_tuning dept --seed 1 --split_seed 1   # another data split
 
 DePT (Shi & Lipani, "DePT: Decomposed Prompt Tuning for Parameter-Efficient Fine-tuning", ICLR 2024,
 arXiv:2309.05173) trades prompt length for a low-rank update of the input embeddings; with the
