@@ -50,4 +50,5 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The CLI overrides given after the benchmark's own options, without the `--` that separates them."""
     return tuple(args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides)

@@ -76,10 +76,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test_size", type=int, default=400)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--output", type=Path, default=RESULTS / "embeddings_mnr.json",
+                        help="results JSON; arms run with the same settings merge into it (one file per seed)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "embeddings_mnr.json"
+    out = args.output
+    out.parent.mkdir(parents=True, exist_ok=True)
     # Arms may run one per process (each under the shared machine's time limit): results of the same settings merge.
     settings = {"steps": args.steps, "seed": args.seed, "test_size": args.test_size}
     saved = json.loads(out.read_text()) if out.is_file() else {}

@@ -77,6 +77,7 @@ def main() -> None:
     by_seed = {seed: seed_scores(args.output, seed, extra) for seed in args.seeds}
     print_table(table(by_seed), ("arm", "seeds", "test acc", "test macro-F1"))
     target = args.results
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps({"seeds": args.seeds, "overrides": list(extra), "scores": by_seed}, indent=2, sort_keys=True))
     print(f"written to {target}")
 
