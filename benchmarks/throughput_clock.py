@@ -37,7 +37,8 @@ class StepClock(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self.times.step_ended(outputs["loss"] if isinstance(outputs, dict) else outputs)
+        # A step without an optimizer update (SetFit's head batches) returns None, which Lightning passes on as {}.
+        self.times.step_ended(outputs.get("loss") if isinstance(outputs, dict) else outputs)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         result = self.times.summary()

@@ -129,3 +129,15 @@ def test_a_results_file_made_with_other_options_is_not_mixed_into(league, tmp_pa
     assert league.load_results(path, league.parse_args(["--settings", "minilm_sms_spam", "--steps", "100"]))
     with pytest.raises(SystemExit, match="holds minilm_sms_spam runs made with"):
         league.load_results(path, league.parse_args(["--settings", "minilm_sms_spam", "--steps", "50"]))
+
+
+@pytest.mark.timeout(300)
+def test_setfit_runs_its_planned_pair_and_head_batches(league, tmp_path):
+    """SetFit's head batches make no optimizer step (the training step returns None): the run still reports."""
+    output = tmp_path / "league.json"
+    league.main([*SMOKE[:2], "--arms", "setfit", *SMOKE[4:], "--output", str(output)])
+    run = json.loads(output.read_text())["settings"]["minilm_sms_spam"]["arms"]["setfit"]["runs"]["0"]
+
+    assert league.ran == ["minilm_sms_spam setfit seed 0"]
+    assert run["steps"] > run["timed_steps"] > 0 and run["seconds_per_step"] > 0
+    assert 0.0 <= run["test_acc"] <= 1.0 and run["trainable_parameters"] > 0
