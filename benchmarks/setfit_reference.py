@@ -6,8 +6,8 @@
 
 job.json (written by benchmarks/setfit.py): the encoder folder, the shots (texts, labels), the test
 texts and labels, the seed and the training settings. Trains `SetFitModel` with setfit's defaults
-(logistic-regression head) except where job.json sets them, and writes accuracy, macro-F1 and the
-wall time of `Trainer.train()`. Imports nothing from lightning_peft.
+(logistic-regression head) except where job.json sets them (max_length cuts the body's inputs too), and
+writes accuracy, macro-F1 and the wall time of `Trainer.train()`. Imports nothing from lightning_peft.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def main(job_path: str, result_path: str) -> None:
 
     job = json.loads(open(job_path).read())
     model = SetFitModel.from_pretrained(job["encoder"])
+    # setfit 1.2 passes TrainingArguments.max_length to the differentiable head only; the body's contrastive
+    # training and `predict` cut inputs at the body's own max_seq_length (256 here). Cut them where our arm does.
+    model.model_body.max_seq_length = job["max_length"]
     args = TrainingArguments(batch_size=job["batch_size"], num_epochs=job["num_epochs"],
                              body_learning_rate=job["body_lr"], head_learning_rate=job["head_lr"],
                              sampling_strategy=job["sampling_strategy"], max_length=job["max_length"],
