@@ -67,3 +67,20 @@ def test_export_reload_and_merge_give_same_logits(tmp_path):
     torch.testing.assert_close(reloaded(input_ids=ids).logits, expected)
     merged = method.merge(adapted.model)
     torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_dotted_target_names_select_as_in_peft():
+    """peft matches a listed name against the end of each module's full name, so `attention.output.dense`
+    picks BERT's attention output projection and not the FFN's `output.dense`."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lightning_peft import zoo
+
+    def bert():
+        return AutoModelForSequenceClassification.from_pretrained(zoo.resolve("tiny-bert"), num_labels=2)
+
+    adapted = Lora(r=2, target_modules=["attention.output.dense"], dropout=0.0).apply(bert())
+    layers = {n.split(".lora_")[0] for n in adapted.trainable_names() if ".lora_" in n}
+    assert layers and all(layer.endswith("attention.output.dense") for layer in layers)
+    with pytest.raises(MethodConfigError, match=r"\['attention.output.qkv'\] not found in BertForSequenceClassification"):
+        Lora(target_modules=["attention.output.qkv"]).apply(bert())

@@ -35,10 +35,10 @@ def check_targets(model: nn.Module, target_modules: list[str] | str, what: str =
     if isinstance(target_modules, str):
         _check_pattern(model, target_modules, what)
         return
-    requested = list(target_modules)
-    leaf_names = {path.rsplit(".", 1)[-1] for path, _ in model.named_modules()}
-    paths = {path for path, _ in model.named_modules()}
-    missing = [t for t in requested if t not in leaf_names and t not in paths]
+    # peft's rule for a list: a name selects every module whose full name is it or ends with "." + it, so
+    # a leaf name (`dense`), a dotted tail (`attention.output.dense`) and a full path all select.
+    paths = [path for path, _ in model.named_modules()]
+    missing = [t for t in target_modules if not any(path == t or path.endswith(f".{t}") for path in paths)]
     if missing:
         raise MethodConfigError(
             f"{what} {missing} not found in {type(model).__name__}; its linear layers are "
