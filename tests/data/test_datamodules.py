@@ -67,6 +67,19 @@ def test_splits_are_deterministic_disjoint_and_cover_everything(data_cache, toke
     assert set().union(*sets) == set(range(5452))
 
 
+def test_order_seed_reshuffles_the_batches_of_the_same_split(data_cache, tokenizer):
+    def run(**seeds):
+        dm = ClassificationData("trec6", tokenizer=tokenizer, batch_size=8, max_train_examples=64, **seeds)
+        dm.setup()
+        first = [batch["input_ids"][:, 0].tolist() + batch["labels"].tolist() for batch in dm.train_dataloader()]
+        return {name: data.indices for name, data in dm.datasets.items()}, first
+
+    (split, order), (same_split, same_order) = run(), run(order_seed=42)  # the default order is the split seed's
+    other_split, other_order = run(order_seed=7)
+    assert split == same_split == other_split and order == same_order
+    assert other_order != order and sorted(sum(other_order, [])) == sorted(sum(order, []))  # same examples, reordered
+
+
 def test_local_file_with_custom_columns_and_inferred_labels(data_cache, tokenizer, qa_file):
     dm = ClassificationData(qa_file, tokenizer=tokenizer, text_column="question", label_column="topic",
                             template="Q: {text} ({answer})", val_size=6, test_size=6, batch_size=4)
@@ -167,6 +180,7 @@ def test_cache_key_changes_when_the_file_changes(data_cache, tokenizer, tmp_path
     ({"val_size": 1.5}, r"val_size=1.5 is not a fraction"),
     ({"label_names": ["a"]}, r"at least two distinct"),
     ({"max_train_examples": 0}, r"max_train_examples must be a positive integer"),
+    ({"order_seed": -1}, r"order_seed must be a non-negative integer or null, got -1"),
 ])
 def test_bad_construction_arguments(kwargs, message):
     with pytest.raises(DataConfigError, match=message):

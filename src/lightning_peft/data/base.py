@@ -51,7 +51,9 @@ class TokenizedDataModule(LightningDataModule):
         test_size: Test split, like `val_size`; taken first from the seeded shuffle.
         max_train_examples: Use only this many (seeded) training examples; null for all.
         max_eval_examples: Use only this many validation and test examples each; null for all.
-        split_seed: Seed of the split, of the subsets, and of the per-epoch batch order.
+        split_seed: Seed of the split, of the subsets, and (unless `order_seed` is set) of the per-epoch batch order.
+        order_seed: Seed of the per-epoch training batch order only; null: `split_seed`. Set it to repeat a run
+            on another batch order over the very same split (seeds of a benchmark).
         bucket_by_length: Batch examples of similar length together (less padding); else a plain seeded shuffle.
             Either way each epoch's largest training batch comes first, so an out-of-memory shows at step 1.
         num_workers: DataLoader worker processes.
@@ -88,6 +90,7 @@ class TokenizedDataModule(LightningDataModule):
         max_train_examples: Optional[int] = None,
         max_eval_examples: Optional[int] = None,
         split_seed: int = 42,
+        order_seed: Optional[int] = None,
         bucket_by_length: bool = True,
         num_workers: int = 0,
         dataset_config: Optional[str] = None,
@@ -100,6 +103,10 @@ class TokenizedDataModule(LightningDataModule):
         for name, value in (("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise DataConfigError(f"{name} must be a positive integer or null (all), got {value!r}.")
+        for name, value in (("split_seed", split_seed), ("order_seed", order_seed)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise DataConfigError(f"{name} must be a non-negative integer{' or null' if name == 'order_seed' else ''}, "
+                                      f"got {value!r}.")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise DataConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}.")
         check_split_size("val_size", val_size)
@@ -118,6 +125,7 @@ class TokenizedDataModule(LightningDataModule):
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
         self.split_seed = split_seed
+        self.order_seed = split_seed if order_seed is None else order_seed
         self.bucket_by_length = bucket_by_length
         self.num_workers = num_workers
         self.datasets: dict[str, TokenizedDataset] = {}
@@ -213,12 +221,12 @@ class TokenizedDataModule(LightningDataModule):
         # resumed at an epoch boundary would draw it before its RNG state is restored, shifting every dropout mask.
         return DataLoader(data, batch_sampler=sampler, collate_fn=self.collator(),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.split_seed))
+                          generator=torch.Generator().manual_seed(self.order_seed))
 
     def batch_sampler(self, data: TokenizedDataset, train: bool) -> LengthBucketBatchSampler:
         """Which examples form each batch (subclasses may batch by token budget instead)."""
         return LengthBucketBatchSampler(
-            data.lengths(), self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.split_seed,
+            data.lengths(), self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.order_seed,
             # Without bucketing a 1-batch megabatch is a plain seeded shuffle that can still resume mid-epoch.
             megabatch_batches=50 if self.bucket_by_length else 1,
             packed=self.packing,  # a packed batch's size is its summed lengths (which batch is largest)

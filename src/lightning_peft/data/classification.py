@@ -25,7 +25,7 @@ class ClassificationData(TokenizedDataModule):
             names, or the sorted labels of the data.
         max_length: Maximum tokens per input; a longer input loses the end of its `{text}`, never the template's cue after it.
         **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
-            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
+            split_seed, order_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
 
     Example::
 

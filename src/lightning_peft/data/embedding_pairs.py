@@ -63,7 +63,7 @@ class EmbeddingPairData(TokenizedDataModule):
         domain_names: Domains in index order; default: the catalog's labels, else the sorted domains of the data.
         max_length: Maximum tokens per text (anchor and positive truncated separately).
         **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
-            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
+            split_seed, order_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
     """
 
     accepted_kinds = ("classification", "sft", "text")

@@ -227,12 +227,12 @@ class FewShotClassificationData(ClassificationData):
             raise DataConfigError(f"Call {type(self).__name__}.setup() before asking for dataloaders.")
 
     def unlabelled_dataloader(self, batch_size: Optional[int] = None, shuffle: bool = True) -> Union[DataLoader, list]:
-        """The unlabelled pool in batches of `batch_size` (default: the training batch size), seeded by `split_seed`."""
+        """The unlabelled pool in batches of `batch_size` (default: the training batch size), in `order_seed`'s order."""
         self._require_setup()
         data = self.datasets[UNLABELLED]
         if len(data) == 0:
             return []
         sampler = LengthBucketBatchSampler(data.lengths(), batch_size or self.batch_size, shuffle=shuffle,
-                                           seed=self.split_seed, megabatch_batches=50 if self.bucket_by_length else 1)
+                                           seed=self.order_seed, megabatch_batches=50 if self.bucket_by_length else 1)
         return DataLoader(data, batch_sampler=sampler, collate_fn=UnlabelledCollator(self.pad_token_id),
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.split_seed))
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.order_seed))

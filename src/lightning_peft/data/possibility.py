@@ -74,7 +74,7 @@ class PossibilityData(TokenizedDataModule):
         max_negatives: Cap on mismatched (prompt_k, response_j) rows per context (the paper's cap on negatives).
         max_length: Longest row in tokens; the prompt is cut from the left first.
         **shared: batch_size (contexts per batch), eval_batch_size, val_size, test_size, max_train_examples,
-            max_eval_examples, split_seed, ... (see `TokenizedDataModule`); sizes count contexts.
+            max_eval_examples, split_seed, order_seed, ... (see `TokenizedDataModule`); sizes count contexts.
 
     Example::
 

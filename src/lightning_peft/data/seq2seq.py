@@ -26,7 +26,7 @@ class Seq2SeqData(TokenizedDataModule):
         max_source_length: Maximum source tokens (cut at the end).
         max_target_length: Maximum target tokens including the final EOS.
         **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
-            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
+            split_seed, order_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
 
     Example::
 

@@ -49,7 +49,7 @@ class SFTData(TokenizedDataModule):
         chat_template: Wrap the prompt as a user turn with the tokenizer's chat template plus the generation prompt.
         max_length: Maximum tokens per example; the prompt is cut from the left first.
         **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
-            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
+            split_seed, order_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
         packing: Concatenate each batch's examples into one row without padding (position ids restart per
             example; attention and loss never cross examples). Needs a model whose attention honours packed
             position ids (transformers >= 4.53 decoder-only models with sdpa, eager, flex or flash attention);
@@ -136,7 +136,7 @@ class SFTData(TokenizedDataModule):
 
     def batch_sampler(self, data: Any, train: bool) -> Any:
         if train and self.max_tokens_per_batch is not None:
-            return TokenBudgetBatchSampler(data.lengths(), self.max_tokens_per_batch, shuffle=True, seed=self.split_seed)
+            return TokenBudgetBatchSampler(data.lengths(), self.max_tokens_per_batch, shuffle=True, seed=self.order_seed)
         return super().batch_sampler(data, train)
 
     def prepare_records(self, records: list[Record]) -> list[Record]:

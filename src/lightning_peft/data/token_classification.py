@@ -100,7 +100,7 @@ class TokenClassificationData(TokenizedDataModule):
         label_all_pieces: Give every piece of a word the word's tag in training (default: the first piece only).
         max_length: Maximum pieces per sentence; the words past it are cut off and not scored.
         **shared: batch_size, eval_batch_size, val_size, test_size, max_train_examples, max_eval_examples,
-            split_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
+            split_seed, order_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
 
     Example::
 
