@@ -127,6 +127,9 @@ def compose(setting_name: str, arm_name: str, seed: int, backbone: str | None = 
         head_lr = base["model"]["init_args"].get("group_lr", {}).get("head")
         if arm.head_group and head_lr:
             init["group_lr"] = {"head": head_lr}
+    # Seeds vary the batch order too (seed_everything alone leaves it at the split's), over the same split:
+    # seed 0 keeps the recipe's own order.
+    data["init_args"]["order_seed"] = data["init_args"].get("split_seed", 42) + seed
     if test_examples is not None:
         data["init_args"]["max_eval_examples"] = test_examples
     trainer = {"max_epochs": recipe["trainer"]["max_epochs"]} if arm.own_procedure else {}

@@ -108,6 +108,9 @@ def test_every_arm_gets_the_settings_data_and_its_recipes_learning_rate(league):
     assert "default" not in arms.compose("smollm2_trec6", "prompt_tuning", 0)["trainer"]["callbacks"][0]["init_args"]
     setfit = arms.compose("minilm_bbc_news", "setfit", 2)
     assert setfit["data"]["class_path"] == "lightning_peft.data.SetFitData" and setfit["data"]["init_args"]["shot_seed"] == 2
+    # every seed keeps the split and shuffles its own batch order; seed 0 keeps the recipe's order
+    orders = [arms.compose("smollm2_trec6", "full", seed)["data"]["init_args"] for seed in (0, 1, 2)]
+    assert [o["order_seed"] for o in orders] == [42, 43, 44] and {o.get("split_seed", 42) for o in orders} == {42}
 
 
 BAD_OPTIONS = {"--arms full,nope": "unknown: nope", "--arms full,full": "at most once",
