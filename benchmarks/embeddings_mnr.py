@@ -15,6 +15,7 @@ steps, batch 16 pairs, max_length 128:
 - `mnr_experts`: MNR, five FFN copies, one per topic, enforced routing (lr 1e-4):
   configs/encoders/mnr_experts_bbc_news.yaml. Same trainable structure as the single expert, five times wider.
 
+A seed sets initialisation, dropout and the batch order (`order_seed` 42 + seed) over the same split.
 Each query (a title) ranks the held-out bodies: overall among all test bodies, per domain among its
 topic's only. Results go to benchmarks/results/embeddings_mnr.json and a table is printed.
 """
@@ -46,7 +47,7 @@ def run(arm: str, steps: int, seed: int, test_size: int) -> dict[str, float]:
     L.seed_everything(seed)
     method_cls, kwargs, lr = ARMS[arm]
     data = EmbeddingPairData("bbc_news", tokenizer=BACKBONE, batch_size=16, eval_batch_size=64, max_length=128,
-                             val_size=0, test_size=test_size, split_seed=42)
+                             val_size=0, test_size=test_size, split_seed=42, order_seed=42 + seed)  # seed 0: the split's order
     module = EmbeddingModule(BACKBONE, method=method_cls(**kwargs), optimizer=partial(torch.optim.AdamW, lr=lr,
                                                                                       weight_decay=0.01))
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
