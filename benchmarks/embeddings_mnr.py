@@ -47,7 +47,7 @@ def run(arm: str, steps: int, seed: int, test_size: int) -> dict[str, float]:
     L.seed_everything(seed)
     method_cls, kwargs, lr = ARMS[arm]
     data = EmbeddingPairData("bbc_news", tokenizer=BACKBONE, batch_size=16, eval_batch_size=64, max_length=128,
-                             val_size=0, test_size=test_size, split_seed=42, order_seed=42 + seed)  # seed 0: the split's order
+                             val_size=0, test_size=test_size, split_seed=42, order_seed=42 + seed)
     module = EmbeddingModule(BACKBONE, method=method_cls(**kwargs), optimizer=partial(torch.optim.AdamW, lr=lr,
                                                                                       weight_decay=0.01))
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,

@@ -103,10 +103,10 @@ class TokenizedDataModule(LightningDataModule):
         for name, value in (("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise DataConfigError(f"{name} must be a positive integer or null (all), got {value!r}.")
-        for name, value in (("split_seed", split_seed), ("order_seed", order_seed)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise DataConfigError(f"{name} must be a non-negative integer{' or null' if name == 'order_seed' else ''}, "
-                                      f"got {value!r}.")
+        if not isinstance(split_seed, int) or isinstance(split_seed, bool) or split_seed < 0:
+            raise DataConfigError(f"split_seed must be a non-negative integer, got {split_seed!r}.")
+        if order_seed is not None and (not isinstance(order_seed, int) or isinstance(order_seed, bool) or order_seed < 0):
+            raise DataConfigError(f"order_seed must be a non-negative integer or null (split_seed's order), got {order_seed!r}.")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise DataConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}.")
         check_split_size("val_size", val_size)

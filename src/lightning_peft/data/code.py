@@ -69,7 +69,8 @@ class CodeCompletionData(SFTData):
         completions_per_file: Completion lines drawn from each test file (fewer when the file is shorter).
         max_length: Maximum tokens per example; a completion's prefix is cut from the left first.
         **shared: packing, max_tokens_per_batch (see `SFTData`); batch_size, eval_batch_size, val_size, test_size,
-            max_train_examples, max_eval_examples, split_seed, order_seed, bucket_by_length, num_workers (see `TokenizedDataModule`).
+            max_train_examples, max_eval_examples, split_seed, order_seed, bucket_by_length, num_workers
+            (see `TokenizedDataModule`).
 
     Example::
 
