@@ -1,10 +1,10 @@
 """Prompt tuning (100 tokens) vs DePT at the same trainable-parameter budget, plus EPT and IAPT rows.
 
-    python benchmarks/soft_prompts.py                          # 4 arms x 40 steps, smollm2-135m (~18 min, 2 cores)
+    python benchmarks/soft_prompts.py                          # 4 arms x 40 steps x split seeds 42, 1, 2 (~1 h, 2 cores)
+    python benchmarks/soft_prompts.py --split_seeds 42         # one data split (~19 min)
     python benchmarks/soft_prompts.py --arms prompt_tuning dept --steps 20
     python benchmarks/soft_prompts.py --pad_to_max_length      # DePT/EPT pad inputs to s=64 as the paper does
     python benchmarks/soft_prompts.py --arms prompt_tuning dept ept iapt prefix_tuning
-    python benchmarks/soft_prompts.py --arms prompt_tuning dept --seed 1 --split_seed 1   # another data split
 
 DePT (Shi & Lipani, "DePT: Decomposed Prompt Tuning for Parameter-Efficient Fine-tuning", ICLR 2024,
 arXiv:2309.05173) trades prompt length for a low-rank update of the input embeddings; with the
@@ -13,6 +13,13 @@ prompt tuning (Lester et al. 2021, arXiv:2104.08691) for over 20% less time and 
 al., "Efficient Prompt Tuning by Multi-Space Projection and Prompt Fusion", 2024) extends DePT; IAPT
 (Zhu et al., "IAPT: Instance-Aware Prompt Tuning for Large Language Models", arXiv:2405.18203)
 generates 4 tokens per layer; prefix tuning (Li & Liang 2021, arXiv:2101.00190) is optional.
+
+The arms run on three data splits by default (`--split_seeds 42 1 2`: which TREC questions are
+training, validation and test, and the batch order), because 40 steps of batch 16 see 640 examples and
+an arm's accuracy moves by 10-30 points from one split to another; the summary gives each arm's
+mean ± sample std over the splits and the per-split ratios to prompt tuning. Every split also gets a
+`zero_shot` row: the test split scored by the bare model (the quickstart recipe's LoRA, whose B is zero
+before training, through `lightning_peft.cli test`), the floor a soft prompt must clear.
 
 Each arm is a fresh process running the real CLI on its recipe, `configs/soft_prompt/<arm>_trec6.yaml`
 (SmolLM2-135M, TREC-6 by verbalizer, DualLRSchedule), with the same seed, data, batch size and
@@ -36,8 +43,8 @@ tuning took 19.4 s per step (batch 16, 114 positions at the first layer: 100 pro
 and grew the RSS by 3.1 GB during training (activations). Cost is about proportional to positions
 here, so DePT/EPT (74 positions) are expected near 0.65x of that and IAPT (18) far below; on a quiet
 2-core machine with 2 threads that is roughly 8 + 5 + 5 + 2 s per step for the four default arms,
-plus about a minute per arm to load and test on 500 examples: ~18 minutes. Use `--steps 30` on a
-slower machine.
+plus about a minute per arm to load and test on 500 examples: ~18 minutes per split, about an hour
+for the default three. Use `--steps 30` or `--split_seeds 42` on a slower machine.
 
 Limitation: `--pad_to_max_length` pads DePT/EPT inputs to the offset's s=64 positions (DePT's own
 option); `ClassificationData` has no pad-to-max-length option, so prompt tuning still runs on
@@ -64,12 +71,18 @@ import yaml
 from arm_process import ROOT, exit_on_sigterm, fit_command, run_arm_process
 
 RECIPES = ROOT / "configs" / "soft_prompt"
+ZERO_SHOT_RECIPE = ROOT / "configs" / "quickstart.yaml"  # same template and label words; LoRA's B = 0 before training
 RESULTS = Path(__file__).parent / "results" / "soft_prompts.json"
 ARMS = ("prompt_tuning", "dept", "ept", "iapt", "prefix_tuning")
 DEFAULT_ARMS = ("prompt_tuning", "dept", "ept", "iapt")
+DEFAULT_SPLIT_SEEDS = (42, 1, 2)  # 42 is the recipes' own split
+ZERO_SHOT = "zero_shot"
 PADDED_ARMS = ("dept", "ept")  # the methods with a pad_to_max_length option
 BASELINE = "prompt_tuning"
 WARMUP_STEPS = 2  # Throughput's steps left out of every timing
+ROW_FIELDS = ("arm", "trainable_parameters", "steps", "test_acc", "val_acc", "train_loss", "seconds_per_step",
+              "tokens_per_sec", "measured_steps", "layer_seq_len", "input_tokens", "peak_memory_gb", "setup_memory_gb",
+              "train_peak_gb", "train_increase_gb", "memory_kind", "wall_seconds", "throughput")
 RATIO_FIELDS = ("test_acc", "seconds_per_step", "tokens_per_sec", "peak_memory_gb", "train_increase_gb",
                 "layer_seq_len")
 
@@ -203,8 +216,8 @@ def adjusted_recipe(arm: str, scale: float, rates: dict[str, float], root: Path)
     return path
 
 
-def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) -> list[str]:
-    """The `lightning_peft.cli fit` command line of one arm."""
+def arm_command(arm: str, args: argparse.Namespace, split_seed: int, root: Path, report: Path) -> list[str]:
+    """The `lightning_peft.cli fit` command line of one arm on the data split `split_seed`."""
     command = [
         *fit_command(adjusted_recipe(arm, args.lr_scale, args.rates, root), args.backbone, args.seed, args.steps, root),
         "--test_after_fit", "true",
@@ -217,8 +230,7 @@ def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) ->
     ]
     if args.test_examples is not None:
         command += ["--data.init_args.max_eval_examples", str(args.test_examples)]
-    if args.split_seed is not None:
-        command += ["--data.init_args.split_seed", str(args.split_seed)]
+    command += ["--data.init_args.split_seed", str(split_seed)]
     if args.validate:  # one validation pass after the last step (val/acc in the fit metrics)
         command += ["--trainer.limit_val_batches", "1.0", "--trainer.val_check_interval", str(args.steps)]
     if arm in PADDED_ARMS:
@@ -226,12 +238,38 @@ def arm_command(arm: str, args: argparse.Namespace, root: Path, report: Path) ->
     return command
 
 
-def run_arm(arm: str, args: argparse.Namespace, workdir: Path) -> dict:
-    """Run one arm in its own process and return its row."""
-    root = workdir / arm
+def zero_shot_command(args: argparse.Namespace, split_seed: int, root: Path) -> list[str]:
+    """`lightning_peft.cli test` of the untrained model on the split's test questions (the arms' template and words)."""
+    command = [sys.executable, "-m", "lightning_peft.cli", "test", "--config", str(ZERO_SHOT_RECIPE),
+               "--model.init_args.backbone", args.backbone, "--seed_everything", str(args.seed),
+               "--trainer.default_root_dir", str(root), "--trainer.logger", "false",
+               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+               "--trainer.precision", args.precision, "--data.init_args.split_seed", str(split_seed)]
+    if args.test_examples is not None:
+        command += ["--data.init_args.max_eval_examples", str(args.test_examples)]
+    return command
+
+
+def run_zero_shot(args: argparse.Namespace, split_seed: int, workdir: Path) -> dict:
+    """The `zero_shot` row of one split: test accuracy before any training."""
+    root = workdir / f"split{split_seed}" / ZERO_SHOT
+    root.mkdir(parents=True, exist_ok=True)
+    metrics = root / "metrics.json"
+    wall = run_arm_process(zero_shot_command(args, split_seed, root), root / "output.log", metrics,
+                           f"zero-shot test at split {split_seed}")
+    row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
+    row.update(arm=ZERO_SHOT, trainable_parameters=0, steps=0, wall_seconds=wall,
+               test_acc=json.loads(metrics.read_text())["test_before_training"]["test/acc"])  # RunSummary's key at step 0
+    return row
+
+
+def run_arm(arm: str, args: argparse.Namespace, split_seed: int, workdir: Path) -> dict:
+    """Run one arm in its own process on the data split `split_seed` and return its row."""
+    root = workdir / f"split{split_seed}" / arm
     root.mkdir(parents=True, exist_ok=True)
     report, log = root / "arm_report.json", root / "output.log"
-    wall = run_arm_process(arm_command(arm, args, root, report), log, report, f"arm {arm}")
+    wall = run_arm_process(arm_command(arm, args, split_seed, root, report), log, report,
+                           f"arm {arm} at split {split_seed}")
     measured = json.loads(report.read_text())
     metrics = json.loads((root / "metrics.json").read_text())
     throughput, memory = measured["throughput"] or {}, measured["memory"]
@@ -258,13 +296,43 @@ def run_arm(arm: str, args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def ratios(rows: list[dict], baseline: str) -> dict[str, dict[str, float | None]]:
-    """Each arm's numbers divided by the baseline arm's (None where either is missing or zero)."""
+    """Each trained arm's numbers divided by the baseline arm's (None where either is missing or zero)."""
     base = next(row for row in rows if row["arm"] == baseline)
 
     def ratio(row: dict, field: str) -> float | None:
         return row[field] / base[field] if row[field] is not None and base[field] else None
 
-    return {row["arm"]: {field: ratio(row, field) for field in RATIO_FIELDS} for row in rows if row["arm"] != baseline}
+    return {row["arm"]: {field: ratio(row, field) for field in RATIO_FIELDS} for row in rows
+            if row["arm"] not in (baseline, ZERO_SHOT)}
+
+
+def _mean_std(values: list[float | None]) -> dict[str, float | None]:
+    """Mean and sample standard deviation of the known values (std None below two)."""
+    known = [v for v in values if v is not None]
+    return {"mean": statistics.mean(known) if known else None,
+            "std": statistics.stdev(known) if len(known) > 1 else None, "n": len(known)}
+
+
+def summarize(splits: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per arm over the splits: test accuracy, seconds per step and the ratios to the baseline (mean ± sample std),
+    the per-split test accuracies, and the accuracy minus the same split's zero-shot accuracy."""
+    arms = [row["arm"] for row in splits[0]["rows"]]
+    summary: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        rows = [next(row for row in split["rows"] if row["arm"] == arm) for split in splits]
+        zero = [next((row["test_acc"] for row in split["rows"] if row["arm"] == ZERO_SHOT), None) for split in splits]
+        entry: dict[str, Any] = {
+            "test_acc_by_split": {split["split_seed"]: row["test_acc"] for split, row in zip(splits, rows)},
+            "test_acc": _mean_std([row["test_acc"] for row in rows]),
+            "seconds_per_step": _mean_std([row["seconds_per_step"] for row in rows]),
+            "over_zero_shot": _mean_std([None if z is None or row["test_acc"] is None else row["test_acc"] - z
+                                         for row, z in zip(rows, zero)]),
+        }
+        if all(arm in split["ratios"] for split in splits):
+            entry["ratios"] = {field: _mean_std([split["ratios"][arm][field] for split in splits])
+                               for field in RATIO_FIELDS}
+        summary[arm] = entry
+    return summary
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -288,6 +356,24 @@ def print_results(rows: list[dict], relative: dict[str, dict], baseline: str) ->
                     ("arm", "test_acc", "s/step", "tokens/s", "peak_gb", "train_incr_gb", "seq_len"))
 
 
+def _pm(stats: dict[str, float | None]) -> str:
+    if stats["mean"] is None:
+        return "-"
+    return _fmt(stats["mean"]) + ("" if stats["std"] is None else f" ± {_fmt(stats['std'], 2)}")
+
+
+def print_summary(summary: dict[str, dict[str, Any]], split_seeds: list[int], baseline: str) -> None:
+    from lightning_peft.cli.tables import print_table
+
+    print(f"\nover split seeds {', '.join(map(str, split_seeds))} (mean ± sample std; ratios vs {baseline} per split):")
+    print_table([(arm, _pm(entry["test_acc"]), " / ".join(_fmt(v) for v in entry["test_acc_by_split"].values()),
+                  _pm(entry["over_zero_shot"]), _pm(entry["seconds_per_step"]),
+                  _pm(entry["ratios"]["test_acc"]) if "ratios" in entry else "-",
+                  _pm(entry["ratios"]["seconds_per_step"]) if "ratios" in entry else "-")
+                 for arm, entry in summary.items()],
+                ("arm", "test_acc", "by split", "- zero-shot", "s/step", "acc ratio", "s/step ratio"))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS), help="recipes to run, in order")
@@ -297,9 +383,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42,
                         help="seed_everything of every arm: random initialisation only (the recipes' prompts start "
                              "from text, so prompt tuning does not change with it); see --split_seed")
-    parser.add_argument("--split_seed", type=int, default=None,
-                        help="the data's split_seed for every arm: which questions are train/validation/test and "
-                             "the batch order (default: the recipes' 42)")
+    parser.add_argument("--split_seeds", "--split_seed", type=int, nargs="+", default=list(DEFAULT_SPLIT_SEEDS),
+                        help="run every arm on each of these data splits (the data's split_seed: which questions are "
+                             "train/validation/test, and the batch order) and summarise over them; 42 is the recipes' "
+                             "own split (default: 42 1 2)")
     parser.add_argument("--precision", default="32-true",
                         help="--trainer.precision of every arm (32-true: the precision the recorded tables used)")
     parser.add_argument("--test_examples", type=int, default=None,
@@ -322,6 +409,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps <= WARMUP_STEPS:
         parser.error(f"--steps {args.steps} leaves nothing to time: the first {WARMUP_STEPS} steps are warm-up; "
                      f"use at least {WARMUP_STEPS + 1}.")
+    if len(set(args.split_seeds)) != len(args.split_seeds):
+        parser.error(f"--split_seeds {' '.join(map(str, args.split_seeds))} names a split twice; list each once.")
+    if any(seed < 0 for seed in args.split_seeds):
+        parser.error(f"--split_seeds {' '.join(map(str, args.split_seeds))}: split seeds must be non-negative integers.")
     if len(set(args.arms)) != len(args.arms):
         parser.error(f"--arms {' '.join(args.arms)} names an arm twice; list each once.")
     if not args.lr_scale > 0:
@@ -343,15 +434,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     baseline = BASELINE if BASELINE in args.arms else args.arms[0]
+    splits = []
     with tempfile.TemporaryDirectory(prefix="soft_prompts_") as tmp:
         workdir = args.workdir or Path(tmp)
-        rows = []
-        for arm in args.arms:
-            print(f"running {arm} ({args.steps} steps on {args.backbone}) ...", flush=True)
-            rows.append(run_arm(arm, args, workdir))
-    relative = ratios(rows, baseline)
-    print()
-    print_results(rows, relative, baseline)
+        for split_seed in args.split_seeds:
+            print(f"split seed {split_seed}: zero-shot test ...", flush=True)
+            rows = [run_zero_shot(args, split_seed, workdir)]
+            for arm in args.arms:
+                print(f"split seed {split_seed}: running {arm} ({args.steps} steps on {args.backbone}) ...", flush=True)
+                rows.append(run_arm(arm, args, split_seed, workdir))
+            splits.append({"split_seed": split_seed, "rows": rows, "ratios": ratios(rows, baseline)})
+            print(f"\nsplit seed {split_seed}:")
+            print_results(rows, splits[-1]["ratios"], baseline)
+            print()
+    summary = summarize(splits)
+    print_summary(summary, args.split_seeds, baseline)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {
         "command": shlex.join(["python", "benchmarks/soft_prompts.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -361,8 +458,8 @@ def main(argv: list[str] | None = None) -> None:
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "torch": torch.__version__},
         "baseline": baseline,
-        "rows": rows,
-        "ratios": relative,
+        "splits": splits,
+        "summary": summary,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))

@@ -1,4 +1,4 @@
-"""benchmarks/soft_prompts.py: a 3-step run of prompt tuning and DePT on tiny-llama through the real CLI."""
+"""benchmarks/soft_prompts.py: 3-step runs of prompt tuning and DePT on tiny-llama through the real CLI, on two splits."""
 
 from __future__ import annotations
 
@@ -17,19 +17,41 @@ def harness(monkeypatch):
 
 
 @pytest.mark.timeout(600)
-def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
-    output = tmp_path / "result.json"
+def test_two_arms_on_two_splits_report_accuracy_speed_memory_ratios_and_a_summary(tmp_path):
+    output, runs = tmp_path / "result.json", tmp_path / "runs"
     stdout = run_script("soft_prompts.py", [
         "--backbone", "tiny-llama", "--steps", "3", "--arms", "prompt_tuning", "dept", "--test_examples", "16",
-        "--batch_size", "4", "--validate", "--split_seed", "3", "--output", str(output), "--workdir", str(tmp_path / "runs")],
+        "--batch_size", "4", "--validate", "--split_seeds", "3", "4", "--output", str(output), "--workdir", str(runs)],
         OMP_NUM_THREADS="1")
     result = json.loads(output.read_text())
 
-    assert [row["arm"] for row in result["rows"]] == ["prompt_tuning", "dept"]
-    assert all(0.0 <= row["val_acc"] <= 1.0 for row in result["rows"])  # --validate: scored after the last step
+    assert [split["split_seed"] for split in result["splits"]] == [3, 4]
     assert "--steps 3" in result["command"] and result["settings"]["backbone"] == "tiny-llama"
-    assert result["settings"]["split_seed"] == 3  # the real CLI accepted the data's split seed
-    pt, dept = result["rows"]
+    for split in result["splits"]:
+        assert [row["arm"] for row in split["rows"]] == ["zero_shot", "prompt_tuning", "dept"]
+        zero, pt, dept = split["rows"]
+        assert zero["steps"] == 0 and 0.0 <= zero["test_acc"] <= 1.0 and zero["seconds_per_step"] is None
+        assert all(0.0 <= row["val_acc"] <= 1.0 for row in (pt, dept))  # --validate: scored after the last step
+        # The real CLI read each split seed: every run's data came from its own split.
+        for arm in ("zero_shot", "prompt_tuning", "dept"):
+            config = (runs / f"split{split['split_seed']}" / arm / "config.yaml").read_text()
+            assert f"split_seed: {split['split_seed']}" in config
+    splits = result["splits"]
+    different_inputs = [split["rows"][1]["input_tokens"] for split in splits]
+    assert different_inputs[0] != different_inputs[1]  # two splits: two different sets of training questions
+
+    summary = result["summary"]
+    assert set(summary) == {"zero_shot", "prompt_tuning", "dept"} and "ratios" not in summary["zero_shot"]
+    accs = [split["rows"][2]["test_acc"] for split in splits]
+    assert summary["dept"]["test_acc"]["mean"] == pytest.approx(sum(accs) / 2)
+    assert summary["dept"]["test_acc_by_split"] == {"3": accs[0], "4": accs[1]}
+    gaps = [split["rows"][2]["test_acc"] - split["rows"][0]["test_acc"] for split in splits]
+    assert summary["dept"]["over_zero_shot"]["mean"] == pytest.approx(sum(gaps) / 2)
+    time_ratios = [split["ratios"]["dept"]["seconds_per_step"] for split in splits]
+    assert summary["dept"]["ratios"]["seconds_per_step"]["mean"] == pytest.approx(sum(time_ratios) / 2)
+    assert "over split seeds 3, 4" in stdout
+
+    pt, dept = result["splits"][0]["rows"][1:]
     for row in (pt, dept):
         assert row["steps"] == 3 and row["measured_steps"] == 1  # 2 warm-up steps are not timed
         assert row["seconds_per_step"] > 0 and row["tokens_per_sec"] > 0
@@ -42,8 +64,8 @@ def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
     assert pt["input_tokens"] == dept["input_tokens"]
     assert pt["layer_seq_len"] - dept["layer_seq_len"] == pytest.approx(40)
 
-    assert result["baseline"] == "prompt_tuning" and set(result["ratios"]) == {"dept"}
-    ratios = result["ratios"]["dept"]
+    assert result["baseline"] == "prompt_tuning" and set(result["splits"][0]["ratios"]) == {"dept"}
+    ratios = result["splits"][0]["ratios"]["dept"]
     assert ratios["seconds_per_step"] == pytest.approx(dept["seconds_per_step"] / pt["seconds_per_step"])
     assert ratios["peak_memory_gb"] == pytest.approx(dept["peak_memory_gb"] / pt["peak_memory_gb"])
     assert ratios["layer_seq_len"] < 1
@@ -51,7 +73,8 @@ def test_two_arms_report_accuracy_speed_memory_and_ratios(tmp_path):
 
 
 def test_ratios_divide_by_the_baseline_and_skip_missing_values(harness):
-    rows = [{"arm": "prompt_tuning", **dict.fromkeys(harness.RATIO_FIELDS, 2.0), "train_increase_gb": None},
+    rows = [{"arm": "zero_shot", **dict.fromkeys(harness.RATIO_FIELDS, 0.5)},
+            {"arm": "prompt_tuning", **dict.fromkeys(harness.RATIO_FIELDS, 2.0), "train_increase_gb": None},
             {"arm": "dept", **dict.fromkeys(harness.RATIO_FIELDS, 1.0)}]
     ratios = harness.ratios(rows, "prompt_tuning")
     assert set(ratios) == {"dept"}
@@ -64,6 +87,8 @@ def test_ratios_divide_by_the_baseline_and_skip_missing_values(harness):
     (["--test_examples", "0"], "must be a positive integer"),
     (["--rates", "prompt"], "write each as GROUP=LR"),
     (["--rates", "prompt=-0.1"], "must be positive"),
+    (["--split_seeds", "1", "1"], "names a split twice"),
+    (["--split_seeds", "-1"], "must be non-negative"),
 ])
 def test_bad_options_are_refused_in_one_line(argv, message, capsys, harness):
     with pytest.raises(SystemExit):
@@ -90,11 +115,9 @@ def test_rates_for_a_group_the_recipe_lacks_are_refused(harness, tmp_path):
         harness.adjusted_recipe("prompt_tuning", 1.0, {"lowrank": 1e-5}, tmp_path)
 
 
-def test_split_seed_reaches_the_data_only_when_given(harness, tmp_path):
-    def data_seed(argv):
-        command = harness.arm_command("dept", harness.parse_args(argv), tmp_path, tmp_path / "report.json")
-        flags = [i for i, part in enumerate(command) if part == "--data.init_args.split_seed"]
-        return [command[i + 1] for i in flags]
-
-    assert data_seed([]) == []  # the recipe's own split
-    assert data_seed(["--split_seed", "2", "--seed", "1"]) == ["2"]
+def test_split_seeds_default_to_three_and_the_old_single_flag_still_works(harness, tmp_path):
+    assert harness.parse_args([]).split_seeds == [42, 1, 2]  # 42: the recipes' own split
+    assert harness.parse_args(["--split_seed", "2"]).split_seeds == [2]
+    command = harness.arm_command("dept", harness.parse_args([]), 7, tmp_path, tmp_path / "report.json")
+    flags = [i for i, part in enumerate(command) if part == "--data.init_args.split_seed"]
+    assert [command[i + 1] for i in flags] == ["7"]
