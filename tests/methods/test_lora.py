@@ -84,3 +84,54 @@ def test_dotted_target_names_select_as_in_peft():
     assert layers and all(layer.endswith("attention.output.dense") for layer in layers)
     with pytest.raises(MethodConfigError, match=r"\['attention.output.qkv'\] not found in BertForSequenceClassification"):
         Lora(target_modules=["attention.output.qkv"]).apply(bert())
+
+
+def _trained_export(tmp_path, **settings):
+    method = Lora(r=4, target_modules=["q_proj", "v_proj"], dropout=0.0, **settings)
+    adapted = method.apply(tiny_causal_lm())
+    with torch.no_grad():
+        for p in adapted.groups["adapter"].values():
+            p.add_(torch.randn_like(p) * 0.1)
+    method.export(adapted.model, tmp_path / "adapter")
+    return adapted
+
+
+def test_init_from_starts_training_from_an_exported_adapter(tmp_path):
+    trained = _trained_export(tmp_path, variant="rslora")
+    ids = torch.randint(0, 1000, (2, 6))
+    started = Lora(r=4, target_modules=["q_proj", "v_proj"], dropout=0.0, variant="rslora",
+                   init_from=str(tmp_path / "adapter")).apply(tiny_causal_lm())
+    torch.testing.assert_close(started.model(input_ids=ids).logits, trained.model(input_ids=ids).logits.detach())
+    assert started.trainable_names() == trained.trainable_names()  # a warm start, still trainable
+    assert all(p.requires_grad for p in started.groups["adapter"].values())
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"r": 8}, r"other adapter settings \(r 4 there, 8 here\)"),
+    ({"variant": "lora"}, r"use_rslora True there, False here"),
+    ({"target_modules": ["q_proj"]}, r"target_modules"),
+])
+def test_init_from_with_other_settings_is_one_sentence(tmp_path, settings, message):
+    _trained_export(tmp_path, variant="rslora")
+    kwargs = {"r": 4, "target_modules": ["q_proj", "v_proj"], "variant": "rslora", **settings}
+    with pytest.raises(MethodConfigError, match=message):
+        Lora(init_from=str(tmp_path / "adapter"), **kwargs).apply(tiny_causal_lm())
+
+
+def test_init_from_a_folder_without_an_adapter_or_on_another_base_is_refused(tmp_path):
+    with pytest.raises(MethodConfigError, match="holds no adapter_config.json"):
+        Lora(r=4, target_modules=["q_proj"], init_from=str(tmp_path)).apply(tiny_causal_lm())
+    _trained_export(tmp_path)
+    with pytest.raises(MethodConfigError, match="does not fit this base model"):
+        Lora(r=4, target_modules=["q_proj", "v_proj"], init_from=str(tmp_path / "adapter")).apply(_narrower_llama())
+
+
+def _narrower_llama():
+    """tiny-llama's architecture at half its width: same module names, other shapes."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lightning_peft import zoo
+
+    config = AutoConfig.from_pretrained(zoo.resolve("tiny-llama"))
+    config.hidden_size, config.intermediate_size = config.hidden_size // 2, config.intermediate_size // 2
+    return AutoModelForCausalLM.from_config(config)

@@ -21,7 +21,7 @@ from peft import IA3Config, LoraConfig, PeftConfig, get_peft_model
 from torch import nn
 
 from .base import Adapted, Capabilities, MethodConfigError, trainable_groups
-from .peft_backed import PeftBacked, peft_task_type
+from .peft_backed import PeftBacked, peft_task_type, start_from
 from .lora_dropout import use_compact_dropout
 from .targets import ALL_LINEAR, check_targets
 
@@ -83,6 +83,9 @@ class Lora(PeftMethod):
         compact_dropout: On a CPU, keep each adapter's (shared) input and a 1-byte dropout mask for the
             backward pass instead of PyTorch's float noise and a dropped copy per adapter
             (`lora_dropout.py`): bitwise the same outputs and gradients, less memory. False: peft's nn.Dropout.
+        init_from: A folder with an exported LoRA adapter (`lightning-peft export`, peft's format) of the same r,
+            alpha, variant and targets on the same base: training starts from its weights instead of B = 0,
+            e.g. PPO from a briefly supervised policy. Read when the method is applied.
     """
 
     def __init__(
@@ -95,17 +98,23 @@ class Lora(PeftMethod):
         variant: Literal["lora", "dora", "rslora"] = "lora",
         bias: Literal["none", "lora_only", "all"] = "none",
         compact_dropout: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__(target_modules, modules_to_save)
+        if init_from is not None and (not isinstance(init_from, str) or not init_from):
+            raise MethodConfigError(f"init_from={init_from!r} must be the folder of an exported LoRA adapter, or null.")
         if r < 1:
             raise MethodConfigError(f"LoRA rank r={r} must be a positive integer (typical: 4-64).")
         if not 0.0 <= dropout < 1.0:
             raise MethodConfigError(f"LoRA dropout={dropout} must be in [0, 1).")
         self.r, self.alpha, self.dropout, self.variant, self.bias = r, alpha, dropout, variant, bias
         self.compact_dropout = compact_dropout
+        self.init_from = init_from
 
     def apply(self, model: nn.Module, modules_to_save: list[str] | None = None) -> Adapted:
         adapted = super().apply(model, modules_to_save)
+        if self.init_from is not None:
+            start_from(adapted.model, self.init_from, ("r", "lora_alpha", "use_rslora", "use_dora", "target_modules"))
         if self.compact_dropout:
             use_compact_dropout(adapted.model)
         return adapted

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar, Iterator, Sequence
 
-from peft import PeftModel, TaskType
+from peft import PeftConfig, PeftModel, TaskType
+from peft.utils import load_peft_weights, set_peft_model_state_dict
 from torch import nn
 
-from .base import Capabilities, MethodBase
+from .base import Capabilities, MethodBase, MethodConfigError
 from .prompt_inputs import is_encoder_decoder
 
 
@@ -35,6 +36,40 @@ def peft_task_type(model: nn.Module) -> TaskType | None:
     if name.endswith(("ForCausalLM", "LMHeadModel")):
         return TaskType.CAUSAL_LM
     return None
+
+
+def _as_set(value: object) -> object:
+    return set(value) if isinstance(value, (list, tuple, set)) else value
+
+
+def start_from(model: PeftModel, folder: str, settings: Sequence[str]) -> None:
+    """Copy the adapter exported in `folder` into `model`'s freshly injected adapter (a warm start).
+
+    The folder must hold peft's format (`lightning-peft export` or `save_pretrained`) of an adapter with the
+    same `settings` (e.g. r, lora_alpha, target_modules) on a base of the same shapes; anything else is
+    refused in one sentence naming the difference.
+    """
+    where = Path(folder)
+    if not (where / "adapter_config.json").is_file():
+        raise MethodConfigError(f"init_from={folder!r} holds no adapter_config.json; name a folder written by "
+                                "`lightning-peft export` (or peft's save_pretrained) from a run of this method.")
+    saved, current = PeftConfig.from_pretrained(str(where)), model.peft_config["default"]
+    differences = [f"{name} {getattr(saved, name, None)!r} there, {getattr(current, name, None)!r} here"
+                   for name in ("peft_type", *settings)
+                   if _as_set(getattr(saved, name, None)) != _as_set(getattr(current, name, None))]
+    if differences:
+        raise MethodConfigError(f"init_from={folder!r} was trained with other adapter settings ({'; '.join(differences)}); "
+                                "set this method's arguments to the exported ones.")
+    try:
+        result = set_peft_model_state_dict(model, load_peft_weights(str(where), device="cpu"))
+    except RuntimeError as error:  # a shape mismatch: another base model
+        raise MethodConfigError(f"init_from={folder!r} does not fit this base model ({str(error).splitlines()[-1].strip()}); "
+                                "start from an adapter exported on the same base.") from None
+    trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    missing = sorted(trained & set(result.missing_keys))
+    if missing or result.unexpected_keys:
+        raise MethodConfigError(f"init_from={folder!r} does not cover this adapter (missing {missing[:3]}, unexpected "
+                                f"{list(result.unexpected_keys)[:3]}); start from an adapter exported with the same settings.")
 
 
 class PeftBacked(MethodBase):
