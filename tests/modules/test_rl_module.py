@@ -135,3 +135,27 @@ def test_the_recipe_runs_with_fast_dev_run_on_a_tiny_model(tmp_path):
           "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path),
           "--model.init_args.ppo.max_new_tokens", "2", "--data.init_args.batch_size", "2",
           "--data.init_args.eval_batch_size", "2", "--trainer.logger", "false"])
+
+
+def test_ppo_starts_from_the_exported_supervised_adapter_of_the_sft_recipe(tmp_path):
+    """The issue's "briefly supervised policy": the SFT recipe's adapter, exported, is PPO's starting point."""
+    from lightning_peft.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    tiny = ["--model.init_args.backbone", "tiny-llama", "--data.init_args.batch_size", "2",
+            "--data.init_args.eval_batch_size", "2", "--trainer.logger", "false"]
+    main(["fit", "--config", str(root / "configs/rl/sft_lora_trec6.yaml"), *tiny, "--trainer.max_steps", "2",
+          "--trainer.default_root_dir", str(tmp_path / "sft"), "--test_after_fit", "false"])
+    main(["export", "--ckpt_path", str(tmp_path / "sft" / "checkpoints" / "last.ckpt"),
+          "--output_dir", str(tmp_path / "adapter")])
+    sft_method = Lora(r=16, alpha=32, variant="rslora", dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    module = PPOModule(backbone="tiny-llama", method=Lora(
+        r=16, alpha=32, variant="rslora", dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        init_from=str(tmp_path / "adapter")), label_names=helpers.LABELS, ppo=PPOSettings(max_new_tokens=2))
+    module.configure_model()
+    exported = sft_method.load(tiny_causal_lm(), tmp_path / "adapter")
+    ids = torch.randint(0, 1000, (2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(module.model(input_ids=ids).logits, exported(input_ids=ids).logits)
+        with module.method.disabled(module.model):  # the reference stays the base: PPO's KL starts above zero
+            assert not torch.allclose(module.model(input_ids=ids).logits, exported(input_ids=ids).logits)
