@@ -7,7 +7,7 @@
 
 The peer is TRL 0.11's `PPOTrainer` (`step(queries, responses, scores)`, the API coder-qicao/RL4GLUE used; TRL 1.x
 has no PPO trainer), in its own virtual environment (`pip install torch==2.13.0 trl==0.11.4 transformers==4.46.3
-peft==0.13.2 "accelerate<1.3"`). Both arms run `configs/rl/ppo_lora_trec6.yaml`'s settings on SmolLM2-135M: rsLoRA
+peft==0.13.2 "accelerate<1.3" rich`). Both arms run `configs/rl/ppo_lora_trec6.yaml`'s settings on SmolLM2-135M: rsLoRA
 r 16 / alpha 32 on q/k/v/o with the adapter-disabled model as the reference, 16 prompts per rollout batch, 4 new
 tokens sampled at temperature 1 (top-k 0, top-p 1), 4 PPO epochs of 2 mini-batches of 8, clip 0.2 / 0.2, value
 weight 0.1, GAE gamma 1 / lambda 0.95, adaptive KL from 0.2 (target 6, horizon 10000), AdamW lr 1e-4, gradient

@@ -53,10 +53,9 @@ def start_from(model: PeftModel, folder: str, settings: Sequence[str]) -> None:
     if not (where / "adapter_config.json").is_file():
         raise MethodConfigError(f"init_from={folder!r} holds no adapter_config.json; name a folder written by "
                                 "`lightning-peft export` (or peft's save_pretrained) from a run of this method.")
-    saved, current = PeftConfig.from_pretrained(str(where)), model.peft_config["default"]
-    differences = [f"{name} {getattr(saved, name, None)!r} there, {getattr(current, name, None)!r} here"
-                   for name in ("peft_type", *settings)
-                   if _as_set(getattr(saved, name, None)) != _as_set(getattr(current, name, None))]
+    saved, current = PeftConfig.from_pretrained(str(where)).to_dict(), model.peft_config["default"].to_dict()
+    differences = [f"{name} {saved.get(name)!r} there, {current.get(name)!r} here" for name in ("peft_type", *settings)
+                   if _as_set(saved.get(name)) != _as_set(current.get(name))]
     if differences:
         raise MethodConfigError(f"init_from={folder!r} was trained with other adapter settings ({'; '.join(differences)}); "
                                 "set this method's arguments to the exported ones.")
