@@ -19,15 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_VARIABLES = ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK")
 
 
+def cli_command(subcommand: str, config: Path, backbone: str, seed: int, root: Path) -> list[str]:
+    """`lightning_peft.cli <subcommand>` of a recipe for one arm: its backbone, seed and run folder, with no logger,
+    progress bar or model summary."""
+    return [sys.executable, "-m", "lightning_peft.cli", subcommand, "--config", str(config),
+            "--model.init_args.backbone", backbone, "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
 def fit_command(config: Path, backbone: str, seed: int, steps: int, root: Path) -> list[str]:
-    """`lightning_peft.cli fit` of a recipe for one arm: no logger, checkpoints, validation, progress bar,
-    model summary or test before fit (callers add their own callbacks and the test after fit)."""
-    return [sys.executable, "-m", "lightning_peft.cli", "fit", "--config", str(config),
-            "--model.init_args.backbone", backbone, "--seed_everything", str(seed),
-            "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root),
-            "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--test_before_fit", "false"]
+    """`lightning_peft.cli fit` of a recipe for one arm: `cli_command` plus no checkpoints, validation or test
+    before fit (callers add their own callbacks and the test after fit)."""
+    return [*cli_command("fit", config, backbone, seed, root), "--trainer.max_steps", str(steps),
+            "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0", "--test_before_fit", "false"]
 
 
 def run_arm_process(command: list[str], log: Path, report: Path, what: str) -> float:

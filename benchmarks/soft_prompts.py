@@ -68,7 +68,7 @@ import lightning as L
 import torch
 import yaml
 
-from arm_process import ROOT, exit_on_sigterm, fit_command, run_arm_process
+from arm_process import ROOT, cli_command, exit_on_sigterm, fit_command, run_arm_process
 
 RECIPES = ROOT / "configs" / "soft_prompt"
 ZERO_SHOT_RECIPE = ROOT / "configs" / "quickstart.yaml"  # same template and label words; LoRA's B = 0 before training
@@ -240,10 +240,7 @@ def arm_command(arm: str, args: argparse.Namespace, split_seed: int, root: Path,
 
 def zero_shot_command(args: argparse.Namespace, split_seed: int, root: Path) -> list[str]:
     """`lightning_peft.cli test` of the untrained model on the split's test questions (the arms' template and words)."""
-    command = [sys.executable, "-m", "lightning_peft.cli", "test", "--config", str(ZERO_SHOT_RECIPE),
-               "--model.init_args.backbone", args.backbone, "--seed_everything", str(args.seed),
-               "--trainer.default_root_dir", str(root), "--trainer.logger", "false",
-               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    command = [*cli_command("test", ZERO_SHOT_RECIPE, args.backbone, args.seed, root),
                "--trainer.precision", args.precision, "--data.init_args.split_seed", str(split_seed)]
     if args.test_examples is not None:
         command += ["--data.init_args.max_eval_examples", str(args.test_examples)]
