@@ -12,7 +12,7 @@ and in the few-shot settings. Both arms are the library's recipes run through th
 process per run:
 
 - weighted: `configs/cloze/sciprompt_<dataset>.yaml` (seed words expanded with all-MiniLM-L6-v2 over the
-  dataset's own words, contextual calibration on 200 pool examples, trainable word weights, LoRA);
+  training split's words, contextual calibration on 200 pool examples, trainable word weights, LoRA);
 - single word: `configs/cloze/single_word_<dataset>.yaml` (the first seed word per class, LoRA).
 
 Everything else is the same: template, shots, 40 steps of 4, learning rate, test examples. Seed s draws

@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from lightning_peft import zoo
 from lightning_peft.data import ClassificationData, FewShotClassificationData
@@ -188,6 +189,38 @@ def test_an_expansion_that_leaves_a_class_empty_is_refused():
                          threshold=0.5, keep_seeds=False)
 
 
+def test_expand_from_train_reads_the_training_split_alone(tmp_path, topics, cache, monkeypatch):
+    from lightning_peft.data.errors import DataConfigError
+    from lightning_peft.tasks import weighted_verbalizer
+
+    seen: list[str] = []
+    real = weighted_verbalizer.expand_label_words
+
+    def recording(seeds, texts, *args, **kwargs):
+        seen.extend(texts)
+        return real(seeds, texts, *args, **kwargs)
+
+    monkeypatch.setattr(weighted_verbalizer, "expand_label_words", recording)
+    task = WeightedVerbalizerClassification({label: [label] for label in LABELS}, expand_from="train",
+                                            expansion={"encoder": "tiny-bert", "top_k": 2, "threshold": -1.0, "min_count": 3})
+    data = _few_shot(topics)  # 36 examples: 6 for validation, 30 for training (6 shots, 24 in the pool)
+    _fit(tmp_path, data, task, steps=1)
+    validation = {record["text"] for record in data.split_records("validation")}
+    assert len(seen) == 30 and len(validation) == 6 and not validation & set(seen)  # every text of the topics file differs
+    assert sorted(seen) == sorted(record["text"] for record in data.split_records("train"))
+    assert len(task.expanded_words()["sport"]) == 3  # the seed and two of the training split's words
+    with pytest.raises(DataConfigError, match="split must be one of train, validation, test, got 'pool'"):
+        data.split_records("pool")
+
+
+def test_expand_from_train_without_training_data_is_refused_in_one_sentence():
+    task = WeightedVerbalizerClassification({label: [label] for label in LABELS}, expand_from="train")
+    module = WeightedVerbalizerModule(backbone="tiny-llama", task=task, method=Lora(r=4, target_modules=["q_proj"]),
+                                      label_names=LABELS)
+    with pytest.raises(MethodConfigError, match="expand_from='train' expands the label words from the training split"):
+        module.configure_model()
+
+
 def test_calibration_without_a_support_set_is_refused_at_setup(tmp_path, topics):
     data = ClassificationData(topics, tokenizer="tiny-llama", template="{text}\nTopic:", label_names=LABELS,
                               val_size=6, test_size=0, batch_size=3, max_length=32)
@@ -195,10 +228,12 @@ def test_calibration_without_a_support_set_is_refused_at_setup(tmp_path, topics)
         _fit(tmp_path, data, WeightedVerbalizerClassification({label: [label] for label in LABELS}, calibrate=True))
 
 
-def test_the_recipe_runs_with_fast_dev_run_on_a_tiny_model(tmp_path, cache):
+def test_the_recipe_runs_and_its_checkpoint_rebuilds_with_the_expanded_words_without_the_data(tmp_path, cache):
     from pathlib import Path
 
+    from lightning_peft.checkpoint import HPARAMS_KEY
     from lightning_peft.cli import main
+    from lightning_peft.cli.rebuild import module_from_checkpoint
     from lightning_peft.data.catalog import CATALOG
 
     topics = CATALOG["bbc_news"].labels  # the recipe's label_words must name the real data's labels
@@ -207,11 +242,18 @@ def test_the_recipe_runs_with_fast_dev_run_on_a_tiny_model(tmp_path, cache):
                             for t in topics for i in range(8)))
     recipe = Path(__file__).resolve().parents[2] / "configs/cloze/sciprompt_bbc_news.yaml"
     main(["fit", "--config", str(recipe), "--model.init_args.backbone", "tiny-llama", "--data.init_args.dataset", str(path),
-          "--model.init_args.task.init_args.expand_from", str(path),
           "--model.init_args.task.init_args.expansion", '{"encoder": "tiny-bert", "top_k": 3, "threshold": -1.0, "min_count": 2}',
           "--data.init_args.shots_per_class", "2", "--data.init_args.test_size", "5",
           "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
-          "--trainer.fast_dev_run", "true"])
+          "--trainer.max_steps", "1"])
+    (ckpt,) = (tmp_path / "run").rglob("last.ckpt")
+    saved = torch.load(ckpt, weights_only=False)[HPARAMS_KEY]["task"]["init_args"]
+    seeds = yaml.safe_load(recipe.read_text())["model"]["init_args"]["task"]["init_args"]["label_words"]
+    assert saved["expand_from"] is None and all(list(saved["word_scores"][t])[:3] == seeds[t] for t in topics)
+    assert sum(map(len, saved["word_scores"].values())) > 15  # the seed words and some of the training text's
+    path.unlink()  # the rebuild must not read the data again
+    rebuilt = module_from_checkpoint(str(ckpt))
+    assert rebuilt.task.expanded_words() == saved["word_scores"]
 
 
 def test_the_soft_head_trains_as_a_head_beside_the_adapter(tmp_path, topics):

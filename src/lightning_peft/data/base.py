@@ -184,6 +184,17 @@ class TokenizedDataModule(LightningDataModule):
         if self.datasets:
             return
         tokenizer = self.resolve_tokenizer()
+        loaded, parts, records, splits = self._split_records()
+        key = {"dataset": loaded.identity, "tokenizer": tokenizer_identity(tokenizer),
+               "module": type(self).__name__, "count": len(records), **self.cache_fields()}
+        if ALL not in parts:
+            key["splits"] = {name: len(part) for name, part in parts.items()}
+        store = cached(key, lambda: self.tokenize(records, tokenizer))
+        self._loaded = None  # the store holds what training needs; the records may be large
+        self.datasets = {name: TokenizedDataset(store, indices) for name, indices in splits.items()}
+
+    def _split_records(self) -> tuple[Loaded, dict[str, list[Record]], list[Record], dict[str, list[int]]]:
+        """The data read and checked, every usable record, and each split's positions among them (seeded, limited)."""
         loaded = self.read_data()
         if not loaded.records:
             raise DataConfigError(f"Dataset {self.dataset!r} is empty; point dataset at a file with examples.")
@@ -192,20 +203,26 @@ class TokenizedDataModule(LightningDataModule):
         records = [record for part in parts.values() for record in part]
         if not records:
             raise DataConfigError(f"Dataset {self.dataset!r} has no usable examples; check the file and columns.")
-        key = {"dataset": loaded.identity, "tokenizer": tokenizer_identity(tokenizer),
-               "module": type(self).__name__, "count": len(records), **self.cache_fields()}
-        if ALL not in parts:
-            key["splits"] = {name: len(part) for name, part in parts.items()}
-        store = cached(key, lambda: self.tokenize(records, tokenizer))
         if ALL in parts:
             splits = split_indices(len(records), self.val_size, self.test_size, self.split_seed)
         else:
             splits = own_split_indices({name: len(part) for name, part in parts.items()}, self.val_size,
                                        self.test_size, self.split_seed)
-        self._loaded = None  # the store holds what training needs; the records may be large
         limits = {"train": self.max_train_examples, "validation": self.max_eval_examples, "test": self.max_eval_examples}
         # Each split is already a seeded random order, so its first `limit` examples are a seeded subset.
-        self.datasets = {name: TokenizedDataset(store, splits[name][: limits[name]]) for name in SPLITS}
+        return loaded, parts, records, {name: splits[name][: limits[name]] for name in SPLITS}
+
+    def split_records(self, split: str) -> list[Record]:
+        """The records of one split ("train", "validation" or "test"), as read, in the split's order.
+
+        Read again from the source: after `setup` the data module keeps token ids only. For methods that
+        read the task's raw text, e.g. SciPrompt's label-word expansion from the training split alone.
+        """
+        if split not in SPLITS:
+            raise DataConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
+        _, _, records, splits = self._split_records()
+        self._loaded = None
+        return [records[position] for position in splits[split]]
 
     def _loader(self, split: str, train: bool) -> Union[DataLoader, list]:
         if not self.datasets:

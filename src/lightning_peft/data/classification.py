@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
 from lightning_peft.data.errors import DataConfigError
 from lightning_peft.data.formats import InputFormat, check_text_slot
 from lightning_peft.data.tokenized import Store, flatten
+
+
+@runtime_checkable
+class TrainingTexts(Protocol):
+    """Data that can hand over its training split's raw input text (labels unused; never validation or test)."""
+
+    def training_texts(self) -> list[str]: ...
 
 
 class ClassificationData(TokenizedDataModule):
@@ -123,6 +130,10 @@ class ClassificationData(TokenizedDataModule):
                 f"add them to label_names or filter the data."
             )
         return kept
+
+    def training_texts(self) -> list[str]:
+        """The `text_column` of every training example, labelled or not (`TrainingTexts`), in the split's order."""
+        return [str(record[self.text_column]) for record in self.split_records("train")]
 
     def cache_fields(self) -> dict[str, Any]:
         return {"kind": "classification", "truncation": "text-only", "columns": [self.text_column, self.label_column],

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from jsonargparse import lazy_instance
 
+from ..checkpoint import HPARAMS_KEY
 from ..data.catalog import load_records
+from ..data.classification import TrainingTexts
 from ..data.fewshot import UnlabelledPool
 from ..methods import MethodConfigError
-from ..tasks.weighted_verbalizer import WeightedVerbalizerClassification
+from ..tasks.weighted_verbalizer import TRAINING_SPLIT, WeightedVerbalizerClassification
 from .cloze import ClozeModule
 
 PRIOR_KEY = "weighted_verbalizer_prior"  # the calibration prior's entry in a checkpoint
@@ -46,10 +48,28 @@ class WeightedVerbalizerModule(ClozeModule):
         self.support_size = support_size
 
     def configure_model(self) -> None:
-        """Expand the label words from the task's `expand_from` texts (once, cached), then build the model."""
+        """Expand the label words from the task's `expand_from` texts (once, cached), then build the model.
+
+        From then on the task's config (`specs`, and so checkpoints and exports) names the expanded words as
+        `word_scores`, so a module rebuilt from a checkpoint (`export`, `evaluate`) reads no texts.
+        """
         if self.model is None and self.task.awaits_expansion:
-            self.task.expand([record.get("text", "") for record in load_records(self.task.expand_from)])
+            self.task.expand(self._expansion_texts())
+            task = self.specs.get("task")
+            if task is not None:
+                settings = {**(task.get("init_args") or {}), "word_scores": self.task.expanded_words(), "expand_from": None}
+                self.specs["task"] = {**task, "init_args": settings}
         super().configure_model()
+
+    def _expansion_texts(self) -> list[str]:
+        if self.task.expand_from != TRAINING_SPLIT:
+            return [record.get("text", "") for record in load_records(self.task.expand_from)]
+        data = self._trainer.datamodule if self._trainer is not None else None
+        if not isinstance(data, TrainingTexts):
+            raise MethodConfigError(f"expand_from={TRAINING_SPLIT!r} expands the label words from the training split of "
+                                    "the data the module trains on, but it has no such data; fit it with a classification "
+                                    "data module, or set expand_from to a dataset name or file.")
+        return data.training_texts()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -79,6 +99,8 @@ class WeightedVerbalizerModule(ClozeModule):
         self._calibrate()
 
     def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        if isinstance((ckpt.get(HPARAMS_KEY) or {}).get("task"), dict) and "task" in self.specs:
+            ckpt[HPARAMS_KEY] = {**ckpt[HPARAMS_KEY], "task": self.specs["task"]}  # the expanded words, not their source
         super().on_save_checkpoint(ckpt)
         if self.task.log_prior is not None:
             ckpt[PRIOR_KEY] = self.task.log_prior.exp().tolist()

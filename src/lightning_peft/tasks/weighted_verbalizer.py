@@ -31,6 +31,7 @@ from .classification import left_align
 from .cloze import ClozeClassification, refuse_unknown_labels, word_log_probs
 from .label_word_expansion import expand_label_words
 
+TRAINING_SPLIT = "train"  # expand_from: the training split of the data the module trains on
 VERBALIZER_NAME = "weighted_verbalizer"  # the LM's submodule holding the word weights s
 SOFT_HEAD_NAME = "soft_verbalizer_head"  # the LM's submodule holding the soft variant's head
 
@@ -97,9 +98,12 @@ class WeightedVerbalizerClassification(ClozeClassification):
         label_words: Label -> seed words (one or a list); every label needs at least one.
         word_scores: Label -> {word: correlation score} to use as given (e.g. a JSON that `expand_label_words`
             wrote); replaces `label_words` and the expansion.
-        expand_from: Texts to expand the seed words from: a catalog dataset name or a local data file (its
-            `text` column, labels unused), read by `WeightedVerbalizerModule` and handed to `expand`. None: the
-            seed words alone, each with score 1.
+        expand_from: Texts to expand the seed words from, read by `WeightedVerbalizerModule` and handed to
+            `expand` (labels unused). "train": the training split of the data the module trains on, labelled and
+            unlabelled examples, never validation or test. A catalog dataset name or a local data file: all of its
+            records' `text` column, every split included (a corpus other than the task's). None: the seed words
+            alone, each with score 1. A checkpoint records the expanded words as `word_scores`, so rebuilding the
+            module from it reads no texts.
         expansion: Settings of `expand_label_words` (encoder, top_k, threshold, min_count, keep_seeds).
         cache_dir: Where expansions are cached (default: the lightning-peft cache folder).
         calibrate: Contextual calibration: divide each word's probability by its prior on a support set and
