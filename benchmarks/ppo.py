@@ -74,7 +74,7 @@ TRL_SCRIPT = r'''
 import importlib.util, json, sys, time
 import torch
 from peft import LoraConfig
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoConfig, PreTrainedTokenizerFast
 from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer
 
 ours, rewards_file, seed = json.loads(open(sys.argv[1]).read()), sys.argv[2], int(sys.argv[3])
@@ -87,7 +87,16 @@ config = PPOConfig(batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate
 lora = LoraConfig(r=16, lora_alpha=32, use_rslora=True, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                   task_type="CAUSAL_LM")
 tokenizer = PreTrainedTokenizerFast(tokenizer_file=ours["tokenizer"], eos_token=ours["eos_token"], pad_token=ours["pad_token"])
-model = AutoModelForCausalLMWithValueHead.from_pretrained(ours["model"], peft_config=lora, torch_dtype=torch.float32)
+model_config = AutoConfig.from_pretrained(ours["model"])
+rope = json.loads(open(ours["model"] + "/config.json").read()).get("rope_parameters")
+if rope is not None:  # transformers 5 keeps rope_theta in rope_parameters; 4.46 would silently use its default, 10000
+    if rope.get("rope_type", "default") != "default":
+        raise SystemExit(f"TRL's transformers 4.46 reads only default RoPE from a 5.x config, not {rope}.")
+    model_config.rope_theta = rope["rope_theta"]
+model = AutoModelForCausalLMWithValueHead.from_pretrained(ours["model"], config=model_config, peft_config=lora,
+                                                          torch_dtype=torch.float32)
+with torch.no_grad():  # the parent compares these with its own model's: both arms must run the same network
+    first_logits = model.pretrained_model(input_ids=torch.tensor([ours["rows"][0]["prompts"][0]])).logits[0, -1].tolist()
 trainer = PPOTrainer(config, model, ref_model=None, tokenizer=tokenizer)
 pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 rows = []
@@ -101,7 +110,7 @@ for batch in ours["rows"]:
     stats = trainer.step(queries, responses, scores)
     rows.append({"seconds": time.perf_counter() - start, "reward": float(torch.stack(scores).mean()),
                  "kl": float(stats["objective/kl"]), "kl_coef": float(stats["objective/kl_coef"])})
-print(json.dumps({"rows": rows}))
+print(json.dumps({"rows": rows, "first_logits": first_logits}))
 '''
 
 
@@ -113,7 +122,25 @@ def run_trl(python: str, seed: int) -> dict:
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["first_logits_max_abs_difference"] = same_network(json.loads(ours.read_text()), result.pop("first_logits"))
+    return result
+
+
+def same_network(ours: dict, trl_logits: list[float], tolerance: float = 1e-3) -> float:
+    """The largest difference between TRL's next-token logits on the first prompt and our transformers' (before any
+    update, adapter B = 0); stops the benchmark when it exceeds `tolerance`, i.e. the arms would not run one model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(ours["model"], dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ours["rows"][0]["prompts"][0]])).logits[0, -1]
+    difference = float((logits - torch.tensor(trl_logits)).abs().max())
+    if difference > tolerance:
+        raise SystemExit(f"TRL's model gives logits up to {difference:.3g} away from ours on the same prompt; "
+                         "its transformers reads the checkpoint differently (e.g. its RoPE settings), so the arms would differ.")
+    return difference
 
 
 def summary(rows: list[dict], warmup: int) -> dict:
