@@ -4,6 +4,7 @@
     flock /tmp/lp-bench.lock python benchmarks/ppo.py --arm trl --iterations 10 --trl-python /tmp/trl-ref/bin/python
     python benchmarks/ppo.py --table
     python benchmarks/ppo.py --curves <run>/lightning_logs/version_0/metrics.csv docs/methods/ppo_trec6_curves.png
+    python benchmarks/ppo.py --vs-sft 42=<folder> 1=<folder> 2=<folder>    # PPO vs SFT over seeds (docs/methods/ppo.md)
 
 The peer is TRL 0.11's `PPOTrainer` (`step(queries, responses, scores)`, the API coder-qicao/RL4GLUE used; TRL 1.x
 has no PPO trainer), in its own virtual environment (`pip install torch==2.13.0 trl==0.11.4 transformers==4.46.3
@@ -184,6 +185,43 @@ def plot_curves(metrics_csv: Path, png: Path) -> None:
     print(f"wrote {png}")
 
 
+# policy -> (run folder of a seed, metrics.json section): the runs of the recipe commands in docs/methods/ppo.md.
+# `test` of the SFT adapter in the PPO module is a test at step 0 of that run, so RunSummary files it "before training".
+VS_SFT = {"zero_shot": ("ppo", "test_before_training"), "sft_generated": ("sft-greedy", "test_before_training"),
+          "sft_verbalizer": ("sft", "test"), "ppo_generated": ("ppo", "test")}
+
+
+def vs_sft(folders: dict[int, Path]) -> dict:
+    """PPO against SFT over seeds: each policy's test metrics per seed, their mean ± sample std, and PPO's gain over
+    SFT's generated answer paired by seed. `folders`: seed -> the folder holding that seed's sft, sft-greedy and ppo runs."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from lightning_peft.pet.ensemble import mean_std
+
+    per_seed = {}
+    for seed, folder in sorted(folders.items()):
+        per_seed[seed] = {}
+        for policy, (run, section) in VS_SFT.items():
+            found = sorted((folder / run).rglob("metrics.json"))
+            if not found:
+                raise SystemExit(f"No metrics.json under {folder / run}: run that seed's {run} command first.")
+            per_seed[seed][policy] = {key.split("/", 1)[1]: value for key, value in
+                                      json.loads(found[-1].read_text())[section].items() if key.startswith("test/")}
+    summary = {}
+    for policy in VS_SFT:
+        for metric in per_seed[next(iter(per_seed))][policy]:
+            summary.setdefault(policy, {})[metric] = mean_std([per_seed[seed][policy][metric] for seed in per_seed])
+    gains = {metric: mean_std([per_seed[seed]["ppo_generated"][metric] - per_seed[seed]["sft_generated"][metric]
+                               for seed in per_seed]) for metric in ("acc", "f1")}
+    return {"seeds": sorted(per_seed), "per_seed": per_seed, "mean_std": summary, "ppo_minus_sft_generated": gains}
+
+
+def print_vs_sft(result: dict) -> None:
+    for policy, metrics in result["mean_std"].items():
+        print(f"{policy:15s} " + "  ".join(f"{m} {mean:.3f} ± {std:.3f}" for m, (mean, std) in metrics.items()))
+    print("PPO - SFT (generated), paired: " + "  ".join(f"{m} {mean:+.3f} ± {std:.3f}"
+                                                        for m, (mean, std) in result["ppo_minus_sft_generated"].items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", choices=["ours", "trl"])
@@ -193,11 +231,19 @@ def main() -> None:
     parser.add_argument("--trl-python", default="/tmp/trl-ref/bin/python")
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--curves", nargs=2, metavar=("METRICS_CSV", "PNG"), help="plot a recipe run's reward and KL curves")
+    parser.add_argument("--vs-sft", nargs="+", metavar="SEED=FOLDER", help="summarise PPO against SFT over seeds, each "
+                        "seed's folder holding its sft, sft-greedy and ppo runs; writes --vs-sft-output")
+    parser.add_argument("--vs-sft-output", type=Path, default=RESULTS / "ppo_trec6" / "ppo_vs_sft_seeds.json")
     parser.add_argument("--extra", action="append", default=[], help="more CLI options for our arm (a smoke run: "
                         "--extra=--model.init_args.backbone=tiny-llama)")
     args = parser.parse_args()
     if args.curves:
         plot_curves(Path(args.curves[0]), Path(args.curves[1]))
+        return
+    if args.vs_sft:
+        result = vs_sft({int(seed): Path(folder) for seed, folder in (item.split("=", 1) for item in args.vs_sft)})
+        args.vs_sft_output.write_text(json.dumps(result, indent=1))
+        print_vs_sft(result)
         return
     if args.arm:
         result = run_ours(args.iterations, args.seed, args.extra) if args.arm == "ours" else run_trl(args.trl_python, args.seed)

@@ -21,3 +21,26 @@ def test_the_trl_arm_is_stopped_when_its_model_gives_other_logits(monkeypatch):
     shifted[7] += 0.01  # e.g. another RoPE base moves SmolLM2-135M's logits by up to 1.2
     with pytest.raises(SystemExit, match="TRL's model gives logits up to 0.01 away from ours"):
         harness.same_network(ours, shifted.tolist())
+
+
+def test_ppo_against_sft_is_summarised_over_seeds_and_paired_by_seed(tmp_path, monkeypatch):
+    import json
+
+    harness = load_script("ppo.py", monkeypatch)
+    accuracies = {1: {"zero_shot": 0.4, "sft_generated": 0.6, "sft_verbalizer": 0.8, "ppo_generated": 0.7},
+                  2: {"zero_shot": 0.5, "sft_generated": 0.7, "sft_verbalizer": 0.9, "ppo_generated": 0.6}}
+    for seed, by_policy in accuracies.items():
+        written: dict[str, dict] = {}
+        for policy, (run, section) in harness.VS_SFT.items():
+            acc = by_policy[policy]
+            written.setdefault(run, {})[section] = {"test/acc": acc, "test/f1": acc / 2, "val/acc": 0.0}
+        for run, sections in written.items():
+            folder = tmp_path / f"seed{seed}" / run / "lightning_logs" / "version_0"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(sections))
+    result = harness.vs_sft({seed: tmp_path / f"seed{seed}" for seed in accuracies})
+    assert result["per_seed"][2]["ppo_generated"] == {"acc": 0.6, "f1": 0.3}
+    assert result["mean_std"]["sft_verbalizer"]["acc"] == pytest.approx((0.85, 0.0707), abs=1e-4)
+    assert result["ppo_minus_sft_generated"]["acc"] == pytest.approx((0.0, 0.1414), abs=1e-4)  # +0.1 and -0.1
+    with pytest.raises(SystemExit, match="No metrics.json under .*seed3/ppo: run that seed's ppo command first"):
+        harness.vs_sft({3: tmp_path / "seed3"})
