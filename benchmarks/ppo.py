@@ -3,7 +3,7 @@
     flock /tmp/lp-bench.lock python benchmarks/ppo.py --arm ours --iterations 10
     flock /tmp/lp-bench.lock python benchmarks/ppo.py --arm trl --iterations 10 --trl-python /tmp/trl-ref/bin/python
     python benchmarks/ppo.py --table
-    python benchmarks/ppo.py --curves <run>/lightning_logs/version_0/metrics.csv docs/methods/ppo_trec6_curves.png
+    python benchmarks/ppo.py --curves <run>/lightning_logs/version_0/metrics.csv [more runs' metrics.csv] docs/methods/ppo_trec6_curves.png
     python benchmarks/ppo.py --vs-sft 42=<folder> 1=<folder> 2=<folder>    # PPO vs SFT over seeds (docs/methods/ppo.md)
 
 The peer is TRL 0.11's `PPOTrainer` (`step(queries, responses, scores)`, the API coder-qicao/RL4GLUE used; TRL 1.x
@@ -164,8 +164,9 @@ def table(warmup: int) -> None:
         print(f"ratio ours / TRL: {ours / trl:.2f}")
 
 
-def plot_curves(metrics_csv: Path, png: Path) -> None:
-    """Reward, KL and KL coefficient per rollout batch from a CSVLogger's metrics.csv (a recipe run), as one PNG."""
+def plot_curves(metrics_csvs: list[Path], png: Path) -> None:
+    """Reward, KL and KL coefficient per rollout batch from recipe runs' CSVLogger metrics.csv files (one line per
+    run, labelled by its file name), as one PNG."""
     import csv
 
     import matplotlib
@@ -173,13 +174,18 @@ def plot_curves(metrics_csv: Path, png: Path) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    rows = [row for row in csv.DictReader(metrics_csv.open()) if row.get("train/reward")]
     keys = [("train/reward", "reward (mean per rollout batch)"), ("train/kl", "KL to reference (nats / answer)"),
             ("train/kl_coef", "KL coefficient")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(12.6, 3.2))
-    for axis, (key, title) in zip(axes, keys):
-        axis.plot(range(1, len(rows) + 1), [float(row[key]) for row in rows], marker=".")
-        axis.set_xlabel("rollout batch"), axis.set_title(title, fontsize=9)
+    fig, axes = plt.subplots(1, len(keys), figsize=(12.6, 3.4))
+    for metrics_csv in metrics_csvs:
+        rows = [row for row in csv.DictReader(metrics_csv.open()) if row.get("train/reward")]
+        if not rows:
+            raise SystemExit(f"{metrics_csv} has no train/reward rows; point --curves at a PPO run's metrics.csv.")
+        for axis, (key, title) in zip(axes, keys):
+            axis.plot(range(1, len(rows) + 1), [float(row[key]) for row in rows], marker=".", label=metrics_csv.stem)
+            axis.set_xlabel("rollout batch"), axis.set_title(title, fontsize=9)
+    if len(metrics_csvs) > 1:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"wrote {png}")
@@ -230,7 +236,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--trl-python", default="/tmp/trl-ref/bin/python")
     parser.add_argument("--table", action="store_true")
-    parser.add_argument("--curves", nargs=2, metavar=("METRICS_CSV", "PNG"), help="plot a recipe run's reward and KL curves")
+    parser.add_argument("--curves", nargs="+", metavar="FILE", help="METRICS_CSV [METRICS_CSV ...] PNG: plot recipe runs' "
+                        "reward and KL curves, one line per run")
     parser.add_argument("--vs-sft", nargs="+", metavar="SEED=FOLDER", help="summarise PPO against SFT over seeds, each "
                         "seed's folder holding its sft, sft-greedy and ppo runs; writes --vs-sft-output")
     parser.add_argument("--vs-sft-output", type=Path, default=RESULTS / "ppo_trec6" / "ppo_vs_sft_seeds.json")
@@ -238,7 +245,9 @@ def main() -> None:
                         "--extra=--model.init_args.backbone=tiny-llama)")
     args = parser.parse_args()
     if args.curves:
-        plot_curves(Path(args.curves[0]), Path(args.curves[1]))
+        if len(args.curves) < 2:
+            parser.error("--curves takes one or more metrics.csv files and then the PNG to write.")
+        plot_curves([Path(name) for name in args.curves[:-1]], Path(args.curves[-1]))
         return
     if args.vs_sft:
         result = vs_sft({int(seed): Path(folder) for seed, folder in (item.split("=", 1) for item in args.vs_sft)})

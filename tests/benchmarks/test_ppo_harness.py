@@ -44,3 +44,19 @@ def test_ppo_against_sft_is_summarised_over_seeds_and_paired_by_seed(tmp_path, m
     assert result["ppo_minus_sft_generated"]["acc"] == pytest.approx((0.0, 0.1414), abs=1e-4)  # +0.1 and -0.1
     with pytest.raises(SystemExit, match="No metrics.json under .*seed3/ppo: run that seed's ppo command first"):
         harness.vs_sft({3: tmp_path / "seed3"})
+
+
+def test_curves_of_several_runs_go_to_one_png_and_a_csv_without_rewards_is_refused(tmp_path, monkeypatch):
+    harness = load_script("ppo.py", monkeypatch)
+    runs = []
+    for seed in (1, 2):
+        path = tmp_path / f"seed{seed}.csv"
+        path.write_text("step,train/reward,train/kl,train/kl_coef,val/acc\n"
+                        + "".join(f"{i},{i / 10 - seed},{i / 5},0.2,\n" for i in range(4)) + "3,,,,0.8\n")
+        runs.append(path)
+    harness.plot_curves(runs, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = tmp_path / "validation_only.csv"
+    empty.write_text("step,val/acc\n3,0.8\n")
+    with pytest.raises(SystemExit, match="validation_only.csv has no train/reward rows"):
+        harness.plot_curves([empty], tmp_path / "other.png")
