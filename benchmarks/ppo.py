@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -210,15 +211,18 @@ def vs_sft(folders: dict[int, Path]) -> dict:
             found = sorted((folder / run).rglob("metrics.json"))
             if not found:
                 raise SystemExit(f"No metrics.json under {folder / run}: run that seed's {run} command first.")
-            per_seed[seed][policy] = {key.split("/", 1)[1]: value for key, value in
-                                      json.loads(found[-1].read_text())[section].items() if key.startswith("test/")}
-    summary = {}
+            sections = json.loads(found[-1].read_text())
+            if section not in sections:
+                raise SystemExit(f"{found[-1]} has no {section!r} section (it has {sorted(sections)}); did that run finish?")
+            per_seed[seed][policy] = {key.split("/", 1)[1]: value for key, value in sections[section].items()
+                                      if key.startswith("test/")}
+    spread: dict[str, dict] = {}
     for policy in VS_SFT:
         for metric in per_seed[next(iter(per_seed))][policy]:
-            summary.setdefault(policy, {})[metric] = mean_std([per_seed[seed][policy][metric] for seed in per_seed])
+            spread.setdefault(policy, {})[metric] = mean_std([per_seed[seed][policy][metric] for seed in per_seed])
     gains = {metric: mean_std([per_seed[seed]["ppo_generated"][metric] - per_seed[seed]["sft_generated"][metric]
                                for seed in per_seed]) for metric in ("acc", "f1")}
-    return {"seeds": sorted(per_seed), "per_seed": per_seed, "mean_std": summary, "ppo_minus_sft_generated": gains}
+    return {"seeds": sorted(per_seed), "per_seed": per_seed, "mean_std": spread, "ppo_minus_sft_generated": gains}
 
 
 def print_vs_sft(result: dict) -> None:
@@ -250,6 +254,9 @@ def main() -> None:
         plot_curves([Path(name) for name in args.curves[:-1]], Path(args.curves[-1]))
         return
     if args.vs_sft:
+        malformed = [item for item in args.vs_sft if not re.fullmatch(r"\d+=.+", item)]
+        if malformed:
+            parser.error(f"--vs-sft takes SEED=FOLDER pairs (e.g. 42=runs/seed42), got {malformed[0]!r}.")
         result = vs_sft({int(seed): Path(folder) for seed, folder in (item.split("=", 1) for item in args.vs_sft)})
         args.vs_sft_output.write_text(json.dumps(result, indent=1))
         print_vs_sft(result)

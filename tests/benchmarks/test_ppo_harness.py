@@ -44,6 +44,10 @@ def test_ppo_against_sft_is_summarised_over_seeds_and_paired_by_seed(tmp_path, m
     assert result["ppo_minus_sft_generated"]["acc"] == pytest.approx((0.0, 0.1414), abs=1e-4)  # +0.1 and -0.1
     with pytest.raises(SystemExit, match="No metrics.json under .*seed3/ppo: run that seed's ppo command first"):
         harness.vs_sft({3: tmp_path / "seed3"})
+    unfinished = tmp_path / "seed2" / "sft" / "lightning_logs" / "version_0" / "metrics.json"
+    unfinished.write_text(json.dumps({"fit": {"train/loss": 0.5}}))
+    with pytest.raises(SystemExit, match=r"has no 'test' section \(it has \['fit'\]\); did that run finish\?"):
+        harness.vs_sft({2: tmp_path / "seed2"})
 
 
 def test_curves_of_several_runs_go_to_one_png_and_a_csv_without_rewards_is_refused(tmp_path, monkeypatch):
