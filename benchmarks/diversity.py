@@ -15,6 +15,11 @@ validation contexts, n prompts naming possibility 1..n, sampled at temperature 0
 32 new tokens. Perplexity: the validation contexts' matching replies (`val/perplexity`).
 
     flock /tmp/lp-bench.lock .venv/bin/python benchmarks/diversity.py --steps 60 --contexts 50
+    flock /tmp/lp-bench.lock .venv/bin/python benchmarks/diversity.py --arms sft possibility --seeds 42 1 2
+
+Seed s seeds training (`seed_everything`), the training batch order (`order_seed`) and the sampling; the
+split, and so the held-out contexts, stay the same. With several seeds the summary gives each arm's
+mean ± sample std and possibility exploration minus SFT paired by seed.
 """
 
 from __future__ import annotations
@@ -39,9 +44,12 @@ from lightning_peft.tasks import CausalLMSFT, PossibilityExploration
 RESULTS = Path(__file__).parent / "results" / "diversity.json"
 
 
-def _data(negatives: int, backbone: str) -> PossibilityData:
+METRICS = ("val_perplexity", "distinct_1", "distinct_2", "self_bleu", "embedding_distance")
+
+
+def _data(negatives: int, backbone: str, seed: int) -> PossibilityData:
     return PossibilityData("movie_dialog", tokenizer=backbone, max_negatives=negatives, batch_size=1,
-                           eval_batch_size=4, val_size=50, test_size=0)
+                           eval_batch_size=4, val_size=50, test_size=0, order_seed=seed)
 
 
 def _module(task, backbone: str) -> LoraModule:
@@ -55,11 +63,11 @@ def _trainer(steps: int) -> L.Trainer:
                      limit_val_batches=0 if steps else None)
 
 
-def arm(name: str, args) -> dict:
+def arm(name: str, args, seed: int) -> dict:
     """Train one arm (none for the base), then measure held-out perplexity and the diversity of n samples."""
-    L.seed_everything(42)
+    L.seed_everything(seed)
     negatives = args.negatives if name == "possibility" else 0
-    data = _data(negatives, args.backbone)
+    data = _data(negatives, args.backbone, seed)
     module = _module(PossibilityExploration() if name == "possibility" else CausalLMSFT(), args.backbone)
     start = time.perf_counter()
     if name != "base":
@@ -72,11 +80,11 @@ def arm(name: str, args) -> dict:
     contexts = _contexts(data)[: args.contexts]
     runnable = Runnable(module.probe_model().eval(), tokenizer, None, data.input_format)
     prompts = [[data.prompt_text(c, k) for k in range(1, args.samples + 1)] for c in contexts]
-    settings = GenerationSettings(max_new_tokens=32, do_sample=True, temperature=0.75, top_p=1.0, top_k=0, seed=0)
+    settings = GenerationSettings(max_new_tokens=32, do_sample=True, temperature=0.75, top_p=1.0, top_k=0, seed=seed)
     samples = sample_sets(runnable, prompts, settings)
     result = {"train_seconds": round(trained, 1), "val_perplexity": perplexity, **scores(samples, args.embed),
               "contexts": len(contexts), "validation_contexts": len(groups), "example": samples[0]}
-    print(name, json.dumps(result), flush=True)
+    print(name, seed, json.dumps(result), flush=True)
     return result
 
 
@@ -89,6 +97,19 @@ def _contexts(data: PossibilityData) -> list[str]:
     return [records[i]["context"] for i in order]
 
 
+def summarise(runs: dict[int, dict[str, dict]]) -> dict:
+    """Each arm's mean ± sample std of every metric over seeds, and possibility minus SFT paired by seed (when both ran)."""
+    from lightning_peft.pet.ensemble import mean_std
+
+    arms = next(iter(runs.values()))
+    summary = {name: {metric: mean_std([runs[seed][name][metric] for seed in runs]) for metric in METRICS} for name in arms}
+    if {"sft", "possibility"} <= set(arms):
+        summary["possibility_minus_sft"] = {
+            metric: mean_std([runs[seed]["possibility"][metric] - runs[seed]["sft"][metric] for seed in runs])
+            for metric in METRICS}
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="smollm2-135m", help="tiny-llama for a smoke run of the script")
@@ -97,16 +118,19 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--negatives", type=int, default=6)
     parser.add_argument("--arms", nargs="+", default=["base", "sft", "possibility"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one run of every arm per seed")
     args = parser.parse_args()
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed ({args.seeds}); give each seed once.")
     torch.set_num_threads(2)
     args.embed = encoder("minilm-l6")
-    results = {name: arm(name, args) for name in args.arms}
+    runs = {seed: {name: arm(name, args, seed) for name in args.arms} for seed in args.seeds}
     settings = {k: v for k, v in vars(args).items() if k != "embed"}
+    summary = summarise(runs)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"settings": settings, "results": results}, indent=2))
-    for name, r in results.items():
-        print(f"{name:12s} ppl {r['val_perplexity']:.2f}  distinct-1 {r['distinct_1']:.3f}  distinct-2 {r['distinct_2']:.3f}"
-              f"  self-BLEU {r['self_bleu']:.3f}  emb-dist {r['embedding_distance']:.3f}  ({r['train_seconds']} s)")
+    RESULTS.write_text(json.dumps({"settings": settings, "runs": runs, "summary": summary}, indent=2))
+    for name, metrics in summary.items():
+        print(f"{name:22s} " + "  ".join(f"{metric} {mean:.3f} ± {std:.3f}" for metric, (mean, std) in metrics.items()))
 
 
 if __name__ == "__main__":
