@@ -113,3 +113,27 @@ def test_each_run_is_built_from_the_recipe_not_from_the_run_before(tmp_path, top
     assert cli.trainer.max_steps == 7 and cli.datamodule.template == "{text}" and cli.datamodule.shot_seed == 1
     cli.build(tmp_path / "p0", "{text} Topic:", shot_seed=0, seed=0)
     assert cli.trainer.max_steps == 1 and cli.datamodule.template == "{text} Topic:" and cli.datamodule.shot_seed == 0
+
+
+def test_pattern_models_with_weighted_verbalizers_expand_their_words_from_the_training_split(tmp_path, topics_file,
+                                                                                              monkeypatch):
+    from lightning_peft.checkpoint import HPARAMS_KEY
+
+    monkeypatch.setenv("LIGHTNING_PEFT_CACHE", str(tmp_path / "cache"))
+    recipe = _recipe(tmp_path, topics_file)
+    config = yaml.safe_load(recipe.read_text())
+    config["model"]["class_path"] = "lightning_peft.modules.WeightedVerbalizerModule"
+    config["model"]["init_args"]["task"] = {
+        "class_path": "lightning_peft.tasks.WeightedVerbalizerClassification",
+        "init_args": {"label_words": {"sport": ["sport"], "tech": ["technology"]}, "expand_from": "train",
+                      "expansion": {"encoder": "tiny-bert", "top_k": 2, "threshold": -1.0, "min_count": 2}}}
+    recipe.write_text(yaml.safe_dump(config, sort_keys=False))
+    main(["pet", "--config", str(recipe), "--pet.stop_after", "patterns"])
+    for name in ("p0-s0", "p1-s0"):
+        folder = tmp_path / "pet/shots-0/g0" / name
+        assert 0 <= json.loads((folder / "result.json").read_text())["test/acc"] <= 1
+        (ckpt,) = folder.rglob("last.ckpt")
+        words = torch.load(ckpt, weights_only=False)[HPARAMS_KEY]["task"]["init_args"]["word_scores"]
+        added = {word for label in words for word in words[label]} - {"sport", "technology"}
+        texts = [json.loads(line)["text"] for line in Path(topics_file).read_text().splitlines()]
+        assert added and added <= {word for text in texts for word in text.split()}  # the data's words, beside the seeds

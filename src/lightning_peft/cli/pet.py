@@ -48,7 +48,7 @@ from ..atomic import write_file_atomically
 from ..callbacks.run_summary import run_dir, write_json_atomic
 from ..data.fewshot import UNLABELLED, UnlabelledPool
 from ..data.formats import check_text_slot
-from ..modules import LoraModule
+from ..modules import LoraModule, WeightedVerbalizerModule
 from ..modules.cloze import ClozeModule, ClozePretraining, class_scores
 from ..pet import ScoredModel, ipet_training_set, load_trained_state, trained_state, weighted_scores
 from ..tasks import Classifies
@@ -120,6 +120,8 @@ def train_pattern_model(cli: PetCLI, folder: Path, template: str, shot_seed: int
     cli.build(folder, template, shot_seed, seed)
     module, data, trainer = cli.model, cli.datamodule, cli.trainer
     data.setup("fit")
+    if isinstance(module, WeightedVerbalizerModule):
+        module.expand_label_words(data)  # (before the model is built outside a fit, where the trainer has no data yet)
     module.configure_model()
     if init is not None:
         try:

@@ -53,18 +53,27 @@ class WeightedVerbalizerModule(ClozeModule):
         From then on the task's config (`specs`, and so checkpoints and exports) names the expanded words as
         `word_scores`, so a module rebuilt from a checkpoint (`export`, `evaluate`) reads no texts.
         """
-        if self.model is None and self.task.awaits_expansion:
-            self.task.expand(self._expansion_texts())
-            task = self.specs.get("task")
-            if task is not None:
-                settings = {**(task.get("init_args") or {}), "word_scores": self.task.expanded_words(), "expand_from": None}
-                self.specs["task"] = {**task, "init_args": settings}
+        if self.model is None:
+            self.expand_label_words(self._trainer.datamodule if self._trainer is not None else None)
         super().configure_model()
 
-    def _expansion_texts(self) -> list[str]:
+    def expand_label_words(self, data: object | None) -> None:
+        """Expand the seed words now (if the task awaits it), reading `expand_from`, or `data`'s training split for `train`.
+
+        `configure_model` calls it with the trainer's data; a caller that builds the model outside a fit (`lightning-peft
+        pet` scores each pattern model before training) calls it first with the data module it will fit on.
+        """
+        if not self.task.awaits_expansion:
+            return
+        self.task.expand(self._expansion_texts(data))
+        task = self.specs.get("task")
+        if task is not None:
+            settings = {**(task.get("init_args") or {}), "word_scores": self.task.expanded_words(), "expand_from": None}
+            self.specs["task"] = {**task, "init_args": settings}
+
+    def _expansion_texts(self, data: object | None) -> list[str]:
         if self.task.expand_from != TRAINING_SPLIT:
             return [record.get("text", "") for record in load_records(self.task.expand_from)]
-        data = self._trainer.datamodule if self._trainer is not None else None
         if not isinstance(data, TrainingTexts):
             raise MethodConfigError(f"expand_from={TRAINING_SPLIT!r} expands the label words from the training split of "
                                     "the data the module trains on, but it has no such data; fit it with a classification "
