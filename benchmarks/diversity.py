@@ -16,6 +16,7 @@ validation contexts, n prompts naming possibility 1..n, sampled at temperature 0
 
     flock /tmp/lp-bench.lock .venv/bin/python benchmarks/diversity.py --steps 60 --contexts 50
     flock /tmp/lp-bench.lock .venv/bin/python benchmarks/diversity.py --arms sft possibility --seeds 42 1 2
+    .venv/bin/python benchmarks/diversity.py --plot benchmarks/results/diversity.json docs/methods/diversity_seeds.png
 
 Seed s seeds training (`seed_everything`), the training batch order (`order_seed`) and the sampling; the
 split, and so the held-out contexts, stay the same. With several seeds the summary gives each arm's
@@ -110,6 +111,32 @@ def summarise(runs: dict[int, dict[str, dict]]) -> dict:
     return summary
 
 
+PANELS = {"distinct_2": "distinct-2 (higher: more diverse)", "self_bleu": "self-BLEU (lower: more diverse)",
+          "embedding_distance": "embedding distance (higher: more diverse)",
+          "val_perplexity": "held-out reply perplexity (lower: better)"}
+
+
+def plot(results: Path, png: Path) -> None:
+    """One panel per metric: each seed's arms as points joined by a line (the pairing), from a results JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    runs = json.loads(results.read_text())["runs"]
+    arms = list(next(iter(runs.values())))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(13, 3.3))
+    for axis, (metric, title) in zip(axes, PANELS.items()):
+        for seed, by_arm in runs.items():
+            axis.plot(range(len(arms)), [by_arm[arm][metric] for arm in arms], marker="o", label=f"seed {seed}")
+        axis.set_xticks(range(len(arms)), arms), axis.set_xlim(-0.4, len(arms) - 0.6)
+        axis.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="smollm2-135m", help="tiny-llama for a smoke run of the script")
@@ -119,7 +146,12 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=6)
     parser.add_argument("--arms", nargs="+", default=["base", "sft", "possibility"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one run of every arm per seed")
+    parser.add_argument("--plot", nargs=2, type=Path, metavar=("RESULTS_JSON", "PNG"),
+                        help="draw a results JSON (one line per seed across the arms) as a PNG, and train nothing")
     args = parser.parse_args()
+    if args.plot:
+        plot(*args.plot)
+        return
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed ({args.seeds}); give each seed once.")
     torch.set_num_threads(2)

@@ -19,3 +19,17 @@ def test_arms_are_summarised_over_seeds_and_paired_by_seed(monkeypatch):
     assert summary["possibility_minus_sft"]["distinct_2"] == pytest.approx((0.02, 0.04243), abs=1e-4)  # +0.05, -0.01
     assert summary["possibility_minus_sft"]["val_perplexity"] == (0.0, 0.0)
     assert "possibility_minus_sft" not in harness.summarise({42: {"base": result(0.5)}})
+
+
+def test_the_plot_draws_every_seed_across_the_arms(monkeypatch, tmp_path):
+    import json
+
+    from PIL import Image
+
+    harness = load_script("diversity.py", monkeypatch)
+    runs = {str(seed): {arm: {metric: 0.5 + 0.01 * seed for metric in harness.METRICS} for arm in ("sft", "possibility")}
+            for seed in (42, 1)}
+    results = tmp_path / "diversity.json"
+    results.write_text(json.dumps({"runs": runs}))
+    harness.plot(results, tmp_path / "seeds.png")
+    assert Image.open(tmp_path / "seeds.png").size[0] > 1000  # four panels side by side
