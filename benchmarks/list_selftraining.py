@@ -3,6 +3,7 @@ class, TREC-6, SmolLM2-135M-Instruct.
 
     python benchmarks/list_selftraining.py                                  # seeds 0 1 2
     python benchmarks/list_selftraining.py --seeds 0 -- --trainer.max_steps 100   # after --: passed to every run
+    python benchmarks/list_selftraining.py --arms LiST --results R.json -- --model.init_args.reset_student false
 
 The claim (Wang et al. 2022, "LiST: Lite Prompted Self-training Makes Parameter-Efficient Few-shot
 Learners", arXiv:2110.06274): self-training with re-weighting beats prompt-based fine-tuning with the same
@@ -37,10 +38,12 @@ RECIPE = "configs/cloze/list_trec6.yaml"
 ARMS = {"prompt-based fine-tuning": ["--model", "lightning_peft.modules.AdapterModule"], "LiST": []}
 
 
-def seed_scores(out: Path, seed: int, extra: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
-    """Test accuracy and macro-F1 of each arm at `seed`, and of the untrained adapters ("zero-shot")."""
+def seed_scores(out: Path, seed: int, extra: tuple[str, ...] = (), arms: tuple[str, ...] = tuple(ARMS)
+                ) -> dict[str, dict[str, float]]:
+    """Test accuracy and macro-F1 of each of `arms` at `seed`, and of the untrained adapters ("zero-shot")."""
     scores = {}
-    for arm, switch in ARMS.items():
+    for arm in arms:
+        switch = ARMS[arm]
         written = fit_once(out / arm.replace(" ", "_") / f"seed-{seed}",
                            ["--config", RECIPE, "--seed_everything", str(seed), "--data.init_args.shot_seed", str(seed),
                             "--test_before_fit", "true", *extra, *switch],  # the switch last: it drops LiST-only options
@@ -54,9 +57,11 @@ def table(by_seed: dict[int, dict[str, dict[str, float]]]) -> list[tuple[str, ..
     """Rows: zero-shot, each arm (mean ± std), and LiST's paired gain over prompt-based fine-tuning."""
     runs = list(by_seed.values())
     rows = []
-    for arm in ("zero-shot", *ARMS):
+    for arm in [arm for arm in ("zero-shot", *ARMS) if arm in runs[0]]:
         cells = [mean_std([run[arm][m] for run in runs]) for m in ("acc", "f1")]
         rows.append((arm, str(len(runs)), *(f"{mean:.3f} ± {std:.3f}" for mean, std in cells)))
+    if not set(ARMS) <= set(runs[0]):
+        return rows
     gains = [paired_gain([run["prompt-based fine-tuning"][m] for run in runs], [run["LiST"][m] for run in runs])
              for m in ("acc", "f1")]
     rows.append(("LiST - prompt-based (paired)", str(len(runs)),
@@ -71,14 +76,18 @@ def main() -> None:
                         help="Run folder (a rerun skips the runs that finished).")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "list_selftraining.json",
                         help="JSON file to write the figures to.")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                        help="The arms to run (default both; one arm alone gets no paired row), e.g. a LiST variant.")
     add_overrides(parser)
     args = parser.parse_args()
     extra = overrides_of(args)
-    by_seed = {seed: seed_scores(args.output, seed, extra) for seed in args.seeds}
+    arms = tuple(arm for arm in ARMS if arm in args.arms)
+    by_seed = {seed: seed_scores(args.output, seed, extra, arms) for seed in args.seeds}
     print_table(table(by_seed), ("arm", "seeds", "test acc", "test macro-F1"))
     target = args.results
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"seeds": args.seeds, "overrides": list(extra), "scores": by_seed}, indent=2, sort_keys=True))
+    target.write_text(json.dumps({"seeds": args.seeds, "arms": list(arms), "overrides": list(extra), "scores": by_seed},
+                                 indent=2, sort_keys=True))
     print(f"written to {target}")
 
 
