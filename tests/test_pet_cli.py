@@ -137,3 +137,29 @@ def test_pattern_models_with_weighted_verbalizers_expand_their_words_from_the_tr
         added = {word for label in words for word in words[label]} - {"sport", "technology"}
         texts = [json.loads(line)["text"] for line in Path(topics_file).read_text().splitlines()]
         assert added and added <= {word for text in texts for word in text.split()}  # the data's words, beside the seeds
+
+
+def test_calibrated_pattern_models_score_their_shots_for_the_ensemble_weight_with_the_prior(tmp_path, topics_file,
+                                                                                              monkeypatch):
+    import lightning_peft.cli.pet as pet
+
+    recipe = _recipe(tmp_path, topics_file, patterns=PATTERNS[:1])
+    config = yaml.safe_load(recipe.read_text())
+    config["model"]["class_path"] = "lightning_peft.modules.WeightedVerbalizerModule"
+    config["model"]["init_args"]["support_size"] = 4
+    config["model"]["init_args"]["task"] = {
+        "class_path": "lightning_peft.tasks.WeightedVerbalizerClassification",
+        "init_args": {"label_words": {"sport": ["sport", "football"], "tech": ["technology", "computer"]},
+                      "calibrate": True}}
+    recipe.write_text(yaml.safe_dump(config, sort_keys=False))
+    priors = []
+    scored = pet.class_scores
+
+    def recording(task, *args, **kwargs):
+        priors.append(task.log_prior)
+        return scored(task, *args, **kwargs)
+
+    monkeypatch.setattr(pet, "class_scores", recording)
+    main(["pet", "--config", str(recipe), "--pet.stop_after", "patterns"])
+    assert len(priors) == 3 and all(prior is not None for prior in priors)  # shots before training, then pool and test
+    torch.testing.assert_close(priors[0], priors[-1])  # the fit kept the prior the weight was scored with

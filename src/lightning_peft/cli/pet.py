@@ -128,6 +128,8 @@ def train_pattern_model(cli: PetCLI, folder: Path, template: str, shot_seed: int
             load_trained_state(module.groups, init)
         except ValueError as error:
             raise PetConfigError(str(error)) from error
+    if isinstance(module, WeightedVerbalizerModule):
+        module.calibrate(data)  # the prior the fit would estimate at its start: the weight and a zero-shot teacher use it
     # PET's ensemble weight: accuracy on the labelled set T before any training
     before, labels = class_scores(module.task, module.model, data.ordered_dataloader("train"), module.device)
     if pseudo is not None:

@@ -90,22 +90,28 @@ class WeightedVerbalizerModule(ClozeModule):
                                     "pool, but the data has none; use FewShotClassificationData with unlabelled examples, "
                                     "or set calibrate: false.")
 
-    def _calibrate(self) -> None:
+    def calibrate(self, data: UnlabelledPool) -> None:
+        """Estimate each label word's prior on `data`'s unlabelled pool now, if the task calibrates and has no prior yet.
+
+        The first fit, validate or test calls it with the trainer's data; a caller that scores the model outside
+        them (`lightning-peft pet` scores each pattern model on its shots before training) calls it first, so
+        those scores are calibrated as the trained model's will be.
+        """
         if not self.task.calibrate or self.task.log_prior is not None:
             return
-        data = self.trainer.datamodule
         batch_size = min(self.support_size, 16)
         batches = islice(data.unlabelled_dataloader(batch_size, shuffle=False), -(-self.support_size // batch_size))
-        self.task.set_prior(self.task.word_prior(self.model, batches))
+        with torch.no_grad():
+            self.task.set_prior(self.task.word_prior(self.model, batches))
 
     def on_fit_start(self) -> None:
-        self._calibrate()
+        self.calibrate(self.trainer.datamodule)
 
     def on_validation_start(self) -> None:
-        self._calibrate()
+        self.calibrate(self.trainer.datamodule)
 
     def on_test_start(self) -> None:
-        self._calibrate()
+        self.calibrate(self.trainer.datamodule)
 
     def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
         if isinstance((ckpt.get(HPARAMS_KEY) or {}).get("task"), dict) and "task" in self.specs:
