@@ -115,19 +115,26 @@ def test_each_run_is_built_from_the_recipe_not_from_the_run_before(tmp_path, top
     assert cli.trainer.max_steps == 1 and cli.datamodule.template == "{text} Topic:" and cli.datamodule.shot_seed == 0
 
 
+def _weighted_recipe(tmp_path: Path, data_file: str, task: dict, support_size: int = 200, **pet) -> Path:
+    """The recipe of `_recipe` with SciPrompt's weighted verbalizer (`task`: its init_args) as the pattern model."""
+    recipe = _recipe(tmp_path, data_file, **pet)
+    config = yaml.safe_load(recipe.read_text())
+    config["model"]["class_path"] = "lightning_peft.modules.WeightedVerbalizerModule"
+    config["model"]["init_args"]["support_size"] = support_size
+    config["model"]["init_args"]["task"] = {"class_path": "lightning_peft.tasks.WeightedVerbalizerClassification",
+                                            "init_args": task}
+    recipe.write_text(yaml.safe_dump(config, sort_keys=False))
+    return recipe
+
+
 def test_pattern_models_with_weighted_verbalizers_expand_their_words_from_the_training_split(tmp_path, topics_file,
                                                                                               monkeypatch):
     from lightning_peft.checkpoint import HPARAMS_KEY
 
     monkeypatch.setenv("LIGHTNING_PEFT_CACHE", str(tmp_path / "cache"))
-    recipe = _recipe(tmp_path, topics_file)
-    config = yaml.safe_load(recipe.read_text())
-    config["model"]["class_path"] = "lightning_peft.modules.WeightedVerbalizerModule"
-    config["model"]["init_args"]["task"] = {
-        "class_path": "lightning_peft.tasks.WeightedVerbalizerClassification",
-        "init_args": {"label_words": {"sport": ["sport"], "tech": ["technology"]}, "expand_from": "train",
-                      "expansion": {"encoder": "tiny-bert", "top_k": 2, "threshold": -1.0, "min_count": 2}}}
-    recipe.write_text(yaml.safe_dump(config, sort_keys=False))
+    recipe = _weighted_recipe(tmp_path, topics_file, {
+        "label_words": {"sport": ["sport"], "tech": ["technology"]}, "expand_from": "train",
+        "expansion": {"encoder": "tiny-bert", "top_k": 2, "threshold": -1.0, "min_count": 2}})
     main(["pet", "--config", str(recipe), "--pet.stop_after", "patterns"])
     for name in ("p0-s0", "p1-s0"):
         folder = tmp_path / "pet/shots-0/g0" / name
@@ -143,15 +150,9 @@ def test_calibrated_pattern_models_score_their_shots_for_the_ensemble_weight_wit
                                                                                               monkeypatch):
     import lightning_peft.cli.pet as pet
 
-    recipe = _recipe(tmp_path, topics_file, patterns=PATTERNS[:1])
-    config = yaml.safe_load(recipe.read_text())
-    config["model"]["class_path"] = "lightning_peft.modules.WeightedVerbalizerModule"
-    config["model"]["init_args"]["support_size"] = 4
-    config["model"]["init_args"]["task"] = {
-        "class_path": "lightning_peft.tasks.WeightedVerbalizerClassification",
-        "init_args": {"label_words": {"sport": ["sport", "football"], "tech": ["technology", "computer"]},
-                      "calibrate": True}}
-    recipe.write_text(yaml.safe_dump(config, sort_keys=False))
+    recipe = _weighted_recipe(tmp_path, topics_file, {
+        "label_words": {"sport": ["sport", "football"], "tech": ["technology", "computer"]}, "calibrate": True},
+        support_size=4, patterns=PATTERNS[:1])
     priors = []
     scored = pet.class_scores
 
