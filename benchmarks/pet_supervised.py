@@ -1,8 +1,8 @@
 """PET with 10 examples per class against supervised training on the full training set, bbc_news, SmolLM2-135M.
 
-    python benchmarks/cloze.py                       # shot seeds / training seeds 0 1 2 (see --help)
-    python benchmarks/cloze.py --seeds 0             # one seed
-    python benchmarks/cloze.py --seeds 0 --small     # a miniature that fits a shared 2-core CPU (see SMALL_*)
+    python benchmarks/pet_supervised.py                       # shot seeds / training seeds 0 1 2 (see --help)
+    python benchmarks/pet_supervised.py --seeds 0             # one seed
+    python benchmarks/pet_supervised.py --seeds 0 --small     # a miniature that fits a shared 2-core CPU (see SMALL_*)
 
 The claim (MasakhaNEWS, Adelani et al. 2023, with PET of Schick & Schuetze 2021, arXiv:2001.07676):
 PET with 10 labelled examples per class reaches over 90% of the macro-F1 of supervised training on
@@ -15,7 +15,7 @@ the full training set. Both arms run the library's recipes through the real CLI,
   (LoRA + head on the whole training split).
 
 Both are scored on the same 200 test articles (same split_seed, test_size and max_eval_examples).
-Results go to benchmarks/results/cloze.json; the table shows test macro-F1 and accuracy, mean ± std
+Results go to benchmarks/results/pet_supervised.json; the table shows test macro-F1 and accuracy, mean ± std
 over seeds, and PET's F1 as a share of the supervised F1.
 """
 
@@ -58,7 +58,7 @@ def supervised(seed: int, out: Path, extra: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench_cloze",
+    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench_pet_supervised",
                         help="Run folder (a rerun skips what is finished).")
     parser.add_argument("--small", action="store_true", help="The miniature settings SMALL_* (for a crowded CPU).")
     parser.add_argument("--arm", choices=["both", "pet", "supervised"], default="both",
@@ -80,7 +80,7 @@ def main() -> None:
     rows.append(("supervised (full training split)", str(len(baseline)), f"{base_f1[0]:.4f} ± {base_f1[1]:.4f}",
                  f"{acc[0]:.4f} ± {acc[1]:.4f}", "100.0%"))
     print_table(rows, ("arm", "runs", "test macro-F1", "test acc", "F1 / supervised"))
-    target = ROOT / "benchmarks" / "results" / ("cloze_small.json" if args.small else "cloze.json")
+    target = ROOT / "benchmarks" / "results" / ("pet_supervised_small.json" if args.small else "pet_supervised.json")
     target.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(f"written to {target}")
 
