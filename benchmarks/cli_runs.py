@@ -42,6 +42,16 @@ def _written(folder: Path) -> dict:
     return json.loads(found[-1].read_text()) if found else {}
 
 
+def add_seeded_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """A seeded benchmark's --seeds, --output (runs/bench_<name>) and --results
+    (benchmarks/results/<name>.json)."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Shot draw and training seed, per run.")
+    parser.add_argument("--output", type=Path, default=ROOT / "runs" / f"bench_{name}",
+                        help="Run folder (a rerun skips the runs that finished).")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / f"{name}.json",
+                        help="JSON file to write the figures to.")
+
+
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     """A benchmark's trailing `-- ARGS...`: CLI arguments appended to every run it starts."""
     parser.add_argument("overrides", nargs=argparse.REMAINDER,

@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli_runs import ROOT, add_overrides, fit_once, overrides_of
+from cli_runs import ROOT, add_overrides, add_seeded_options, fit_once, overrides_of
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -71,11 +71,7 @@ def table(by_seed: dict[int, dict[str, dict[str, float]]]) -> list[tuple[str, ..
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Shot draw and training seed, per run.")
-    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench_list",
-                        help="Run folder (a rerun skips the runs that finished).")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "list_selftraining.json",
-                        help="JSON file to write the figures to.")
+    add_seeded_options(parser, "list_selftraining")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
                         help="The arms to run (default both; one arm alone gets no paired row), e.g. a LiST variant.")
     add_overrides(parser)

@@ -31,7 +31,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli_runs import ROOT, add_overrides, fit_once, overrides_of
+from cli_runs import ROOT, add_overrides, add_seeded_options, fit_once, overrides_of
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -113,12 +113,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["bbc_news", "trec6"], choices=["bbc_news", "trec6"])
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10],
                         help="Shots per class; the smallest also gives the zero-shot row (tested before training).")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Shot draw and training seed, per run.")
-    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench_sciprompt",
-                        help="Run folder (a rerun skips the runs that finished).")
+    add_seeded_options(parser, "sciprompt")
     parser.add_argument("--plot", type=Path, help="Also draw accuracy against shots to this PNG.")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "sciprompt.json",
-                        help="JSON file to write the figures to.")
     add_overrides(parser)
     args = parser.parse_args()
     extra = overrides_of(args)
