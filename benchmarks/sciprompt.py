@@ -110,7 +110,8 @@ def plot(table: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["bbc_news", "trec6"], choices=["bbc_news", "trec6"])
+    parser.add_argument("--datasets", nargs="+", default=["bbc_news", "trec6"],
+                        choices=["bbc_news", "trec6", "sentiment_movies"])
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10],
                         help="Shots per class; the smallest also gives the zero-shot row (tested before training).")
     add_seeded_options(parser, "sciprompt")
