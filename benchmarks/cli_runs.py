@@ -2,7 +2,8 @@
 wrote. A run whose `metrics.json` already holds the sections asked for is not run again, so a benchmark
 that was interrupted continues where it stopped.
 
-Shared by `pet_supervised.py`, `sciprompt.py`, `list_selftraining.py` and `bag_of_tricks.py`; run them as `python benchmarks/<name>.py`.
+Shared by the cloze family's benchmarks (`pet_supervised.py`, `sciprompt.py`, `list_selftraining.py`,
+`bag_of_tricks.py` and the table that runs them all, `cloze.py`); run them as `python benchmarks/<name>.py`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The cloze family's replication table (issue 17): every claim's benchmark from one command, one table.
 
-    python benchmarks/cloze.py                          # run each claim's benchmark (finished runs are skipped), then the table
-    python benchmarks/cloze.py --collect                # the table from the results already in benchmarks/results
-    python benchmarks/cloze.py --claims pcp tricks      # some claims only
+    python benchmarks/cloze.py                      # run each claim (finished runs are skipped), then the table
+    python benchmarks/cloze.py --collect            # the table from the results already in benchmarks/results
+    python benchmarks/cloze.py --claims pcp tricks  # some claims only
 
 Each claim is its own benchmark with its own page (see CLAIMS); this script runs them one after another in
 fresh processes, times each, and prints one row per comparison: the method, its baseline (mean ± std over
