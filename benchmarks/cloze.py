@@ -43,10 +43,10 @@ class Claim:
     rows: Callable[[dict], list[Row]]
 
 
-def _script(name: str, results: Path) -> Callable[[Path], None]:
-    """A claim produced by `benchmarks/<name>.py --output <folder> --results <results>`."""
+def _script(name: str, results: Path, *args: str) -> Callable[[Path], None]:
+    """A claim produced by `benchmarks/<name>.py --output <folder> --results <results> <args>`."""
     return lambda out: run([sys.executable, str(ROOT / "benchmarks" / name), "--output", str(out),
-                            "--results", str(results)])
+                            "--results", str(results), *args])
 
 
 def _pet_supervised(out: Path) -> None:
@@ -114,6 +114,10 @@ CLAIMS = {
     "sciprompt": Claim("SciPrompt's weighted verbalizer beats a single word (docs/methods/sciprompt.md)",
                        _script("sciprompt.py", RESULTS / "sciprompt.json"), RESULTS / "sciprompt.json",
                        sciprompt_rows),
+    "sciprompt_sentiment": Claim("... and on movie-review sentiment, 0 and 10 shots (docs/methods/sciprompt.md)",
+                                 _script("sciprompt.py", RESULTS / "sciprompt_sentiment_movies.json",
+                                         "--datasets", "sentiment_movies", "--shots", "10"),
+                                 RESULTS / "sciprompt_sentiment_movies.json", sciprompt_rows),
     "list": Claim("LiST's self-training beats prompt-based fine-tuning at 30 shots (docs/methods/list.md)",
                   _script("list_selftraining.py", RESULTS / "list_selftraining.json"),
                   RESULTS / "list_selftraining.json",
