@@ -138,12 +138,15 @@ def coarse_kl(base_logp: torch.Tensor, base_idx: torch.Tensor, current_logp: tor
     KL(p||q) ~= sum_{i in topk(p)} p_i log(p_i/q_i) + p_r log(p_r/q_r), with p_r = 1 - sum_topk p_i
     (likewise q_r). This is the exact KL of the two distributions coarsened to k+1 outcomes, so it
     is 0 when they agree and, by the data-processing inequality, never exceeds the full KL.
+    It is summed in float64 (and returned as float32): a model barely moved from its base has a KL of
+    ~1e-9 nats, below float32's rounding of these sums, which could make it come out negative.
     """
+    base_logp, current_logp = base_logp.double(), current_logp.double()
     q = current_logp.gather(-1, base_idx.long())
     p_rest = (1 - base_logp.exp().sum(-1)).clamp(min=1e-12)
     q_rest = (1 - q.exp().sum(-1)).clamp(min=1e-12)
     top = (base_logp.exp() * (base_logp - q)).sum(-1)
-    return top + p_rest * (p_rest.log() - q_rest.log())
+    return (top + p_rest * (p_rest.log() - q_rest.log())).float()
 
 
 @torch.no_grad()
