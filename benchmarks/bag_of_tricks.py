@@ -28,12 +28,12 @@ import json
 import sys
 from pathlib import Path
 
+from arm_table import Scores, arm_rows
 from cli_runs import ROOT, add_overrides, add_seeded_options, fit_once, overrides_of
 
 sys.path.insert(0, str(ROOT / "src"))
 
 from lightning_peft.cli.tables import print_table  # noqa: E402
-from lightning_peft.pet import mean_std, paired_gain  # noqa: E402
 
 SELF_CALIBRATED = "configs/cloze/self_calibrated_trec6.yaml"
 TRANSDUCTIVE = "configs/cloze/transductive_trec6.yaml"
@@ -60,18 +60,9 @@ def seed_scores(out: Path, seed: int, extra: tuple[str, ...] = ()) -> dict[str, 
     return scores
 
 
-def table(by_seed: dict[int, dict[str, dict[str, float]]]) -> list[tuple[str, ...]]:
+def table(by_seed: Scores) -> list[tuple[str, ...]]:
     """Rows: each arm (mean ± std over seeds), then each gain of GAINS paired by seed."""
-    runs = list(by_seed.values())
-    rows = []
-    for arm in ARMS:
-        cells = [mean_std([run[arm][m] for run in runs]) for m in METRICS]
-        rows.append((arm, str(len(runs)), *(f"{mean:.3f} ± {std:.3f}" for mean, std in cells)))
-    for arm, control in GAINS:
-        gains = [paired_gain([run[control][m] for run in runs], [run[arm][m] for run in runs]) for m in METRICS]
-        rows.append((f"{arm} - {control} (paired)", str(len(runs)),
-                     *(f"{g['gain_mean']:+.3f} ± {g['gain_std']:.3f}" for g in gains)))
-    return rows
+    return arm_rows(by_seed, tuple(ARMS), GAINS, METRICS)
 
 
 def main() -> None:

@@ -27,12 +27,12 @@ import json
 import sys
 from pathlib import Path
 
+from arm_table import Scores, arm_rows
 from cli_runs import ROOT, add_overrides, add_seeded_options, fit_once, overrides_of
 
 sys.path.insert(0, str(ROOT / "src"))
 
 from lightning_peft.cli.tables import print_table  # noqa: E402
-from lightning_peft.pet import mean_std, paired_gain  # noqa: E402
 
 RECIPE = "configs/cloze/list_trec6.yaml"
 ARMS = {"prompt-based fine-tuning": ["--model", "lightning_peft.modules.AdapterModule"], "LiST": []}
@@ -53,20 +53,10 @@ def seed_scores(out: Path, seed: int, extra: tuple[str, ...] = (), arms: tuple[s
     return scores
 
 
-def table(by_seed: dict[int, dict[str, dict[str, float]]]) -> list[tuple[str, ...]]:
-    """Rows: zero-shot, each arm (mean ± std), and LiST's paired gain over prompt-based fine-tuning."""
-    runs = list(by_seed.values())
-    rows = []
-    for arm in [arm for arm in ("zero-shot", *ARMS) if arm in runs[0]]:
-        cells = [mean_std([run[arm][m] for run in runs]) for m in ("acc", "f1")]
-        rows.append((arm, str(len(runs)), *(f"{mean:.3f} ± {std:.3f}" for mean, std in cells)))
-    if not set(ARMS) <= set(runs[0]):
-        return rows
-    gains = [paired_gain([run["prompt-based fine-tuning"][m] for run in runs], [run["LiST"][m] for run in runs])
-             for m in ("acc", "f1")]
-    rows.append(("LiST - prompt-based (paired)", str(len(runs)),
-                 *(f"{g['gain_mean']:+.3f} ± {g['gain_std']:.3f}" for g in gains)))
-    return rows
+def table(by_seed: Scores) -> list[tuple[str, ...]]:
+    """Rows: zero-shot, each arm (mean ± std), and LiST's paired gain over prompt-based fine-tuning (when both
+    arms ran)."""
+    return arm_rows(by_seed, ("zero-shot", *ARMS), (("LiST", "prompt-based fine-tuning"),), ("acc", "f1"))
 
 
 def main() -> None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_peft.cli import main
 from tests.benchmarks.harness import load_script
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _scores(plain: float, calibrated: float, lm_pool: float, transductive: float) -> dict[str, dict[str, float]]:
@@ -22,9 +30,17 @@ def test_gains_are_paired_by_seed_against_each_techniques_control(monkeypatch):
     assert rows["transductive - prompt-based fine-tuning (paired)"][0] == "+0.055 ± 0.007"
 
 
-def test_the_plain_arm_switches_self_calibration_off_and_the_control_reads_training_text(monkeypatch):
+@pytest.mark.parametrize("arm, calibration, pool", [("prompt-based fine-tuning", None, "train"),
+                                                     ("self-calibrated", 0.9, "train"),
+                                                     ("LM on the training pool", None, "train"),
+                                                     ("transductive", None, "test")])
+def test_each_arm_resolves_to_its_technique_through_the_cli(monkeypatch, capsys, arm, calibration, pool):
+    """The arm's command line, as the benchmark passes it, switches self-calibration and the pool's split as
+    the arm's name says (the plain arm and the control differ from their technique by that alone)."""
     harness = load_script("bag_of_tricks.py", monkeypatch)
-    recipe, switch = harness.ARMS["prompt-based fine-tuning"]
-    assert recipe == harness.ARMS["self-calibrated"][0] and switch == ["--model.init_args.self_calibration", "null"]
-    recipe, switch = harness.ARMS["LM on the training pool"]
-    assert recipe == harness.ARMS["transductive"][0] and switch[:2] == ["--data.init_args.pool_from", "train"]
+    recipe, switch = harness.ARMS[arm]
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / recipe), *switch, "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["model"]["init_args"]["self_calibration"] == calibration
+    assert resolved["data"]["init_args"]["pool_from"] == pool

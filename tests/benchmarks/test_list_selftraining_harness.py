@@ -17,7 +17,7 @@ def test_the_gain_row_pairs_the_arms_seed_by_seed(monkeypatch):
                    "LiST": {"acc": 0.80, "f1": 0.7}}}
     rows = {row[0]: row[2:] for row in harness.table(by_seed)}
     assert rows["prompt-based fine-tuning"] == ("0.700 ± 0.141", "0.600 ± 0.141")
-    assert rows["LiST - prompt-based (paired)"] == ("+0.050 ± 0.071", "+0.050 ± 0.071")  # not 0.75 - 0.70 ± pooled
+    assert rows["LiST - prompt-based fine-tuning (paired)"] == ("+0.050 ± 0.071", "+0.050 ± 0.071")  # not 0.75 - 0.70 ± pooled
     assert rows["zero-shot"] == ("0.300 ± 0.000", "0.200 ± 0.000")
     alone = {seed: {arm: scores[arm] for arm in ("zero-shot", "LiST")} for seed, scores in by_seed.items()}
     assert [row[0] for row in harness.table(alone)] == ["zero-shot", "LiST"]  # one arm: no paired row
