@@ -35,3 +35,11 @@ def tiny_causal_lm(name: str = "tiny-llama"):
     from lightning_peft import zoo
 
     return AutoModelForCausalLM.from_pretrained(zoo.resolve(name))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), the tests that start several processes talking over local
+    ports run one after another on one worker, never beside each other."""
+    for item in items:
+        if item.get_closest_marker("multiprocess"):
+            item.add_marker(pytest.mark.xdist_group("multiprocess"))
