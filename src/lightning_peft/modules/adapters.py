@@ -7,11 +7,10 @@ method, a pre-trained initialisation is loaded by it); this module narrows the a
 
 from __future__ import annotations
 
-from jsonargparse import lazy_instance
-
 from ..methods import AdapterMethod, BottleneckAdapter
 from ..tasks import HeadClassification, Task
 from .base import FineTuneModule
+from .defaults import lazy_default
 
 
 class AdapterModule(FineTuneModule):
@@ -30,8 +29,8 @@ class AdapterModule(FineTuneModule):
 
     def __init__(
         self,
-        task: Task = lazy_instance(HeadClassification),
-        method: AdapterMethod = lazy_instance(BottleneckAdapter),
+        task: Task = lazy_default(HeadClassification),
+        method: AdapterMethod = lazy_default(BottleneckAdapter),
         **kwargs,
     ) -> None:
         super().__init__(task=task, method=method, **kwargs)

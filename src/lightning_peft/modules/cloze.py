@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 import torch
-from jsonargparse import lazy_instance
 from torch import nn
 from torch.nn import functional as F
 
@@ -33,6 +32,7 @@ from ..methods import Lora, MethodConfigError, PeftMethod
 from ..tasks import ClozeClassification
 from ..tasks.base import Classifies
 from .base import FineTuneModule
+from .defaults import lazy_default
 
 
 @torch.no_grad()
@@ -95,8 +95,8 @@ class ClozeModule(FineTuneModule):
 
     def __init__(
         self,
-        task: ClozeClassification = lazy_instance(ClozeClassification),
-        method: PeftMethod = lazy_instance(Lora),
+        task: ClozeClassification = lazy_default(ClozeClassification),
+        method: PeftMethod = lazy_default(Lora),
         alpha: float = 0.9999,
         unlabelled_batch_size: int | None = None,
         self_calibration: float | None = None,

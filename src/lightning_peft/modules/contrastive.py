@@ -15,7 +15,6 @@ import contextlib
 from typing import Any, Iterator, Literal, Optional, Union
 
 import torch
-from jsonargparse import lazy_instance
 from torch import nn
 
 from .. import zoo
@@ -24,6 +23,7 @@ from ..methods import Adapted, FullFineTuning, PeftMethod, SelectiveMethod
 from ..tasks import TaskConfigError
 from ..tasks.setfit import HEAD_NAME, SetFitClassification
 from .base import FineTuneModule
+from .defaults import lazy_default
 
 HEAD_GROUP = "head"
 
@@ -88,8 +88,8 @@ class ContrastiveModule(FineTuneModule):
     def __init__(
         self,
         backbone: str = "minilm-l6",
-        task: SetFitClassification = lazy_instance(SetFitClassification),
-        method: Union[SelectiveMethod, PeftMethod] = lazy_instance(FullFineTuning),
+        task: SetFitClassification = lazy_default(SetFitClassification),
+        method: Union[SelectiveMethod, PeftMethod] = lazy_default(FullFineTuning),
         head_fit: Literal["logistic_regression", "gradient"] = "logistic_regression",
         head_c: float = 1.0,
         head_lr: float = 1e-2,

@@ -14,7 +14,6 @@ import contextlib
 from typing import Any, Iterator, Union
 
 import torch
-from jsonargparse import lazy_instance
 
 from ..data.embedding_pairs import EmbeddingPairData
 from ..methods import DomainExperts, FullFineTuning, PeftMethod, SelectiveMethod
@@ -22,6 +21,7 @@ from ..tasks import TaskConfigError
 from ..tasks.embedding import MNREmbedding, mnr_loss, retrieval_scores
 from .base import FineTuneModule
 from .contrastive import check_encoder
+from .defaults import lazy_default
 
 Batch = dict[str, torch.Tensor]
 
@@ -48,8 +48,8 @@ class EmbeddingModule(FineTuneModule):
     def __init__(
         self,
         backbone: str = "minilm-l6",
-        task: MNREmbedding = lazy_instance(MNREmbedding),
-        method: Union[SelectiveMethod, PeftMethod, DomainExperts] = lazy_instance(FullFineTuning),
+        task: MNREmbedding = lazy_default(MNREmbedding),
+        method: Union[SelectiveMethod, PeftMethod, DomainExperts] = lazy_default(FullFineTuning),
         **kwargs: Any,
     ) -> None:
         check_encoder(backbone, "MNR embedding training")

@@ -7,11 +7,10 @@ from the method's contract); this module narrows the accepted methods to `PeftMe
 
 from __future__ import annotations
 
-from jsonargparse import lazy_instance
-
 from ..methods import Lora, PeftMethod
 from ..tasks import Task, VerbalizerClassification
 from .base import FineTuneModule
+from .defaults import lazy_default
 
 
 class LoraModule(FineTuneModule):
@@ -29,8 +28,8 @@ class LoraModule(FineTuneModule):
 
     def __init__(
         self,
-        task: Task = lazy_instance(VerbalizerClassification),
-        method: PeftMethod = lazy_instance(Lora),
+        task: Task = lazy_default(VerbalizerClassification),
+        method: PeftMethod = lazy_default(Lora),
         **kwargs,
     ) -> None:
         super().__init__(task=task, method=method, **kwargs)

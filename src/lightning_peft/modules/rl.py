@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jsonargparse import lazy_instance
 from torch import nn
 
 from ..methods import Adapted, Lora, MethodConfigError, PeftMethod
@@ -30,6 +29,7 @@ from ..tasks import Task, VerbalizerClassification, left_align
 from ..tasks import ppo as P
 from ..tasks.rewards import LabelReward, RewardFunction, parse_choice
 from .base import FineTuneModule
+from .defaults import lazy_default
 
 VALUE_GROUP = "value_head"
 
@@ -88,8 +88,8 @@ class PPOModule(FineTuneModule):
 
     def __init__(
         self,
-        task: Task = lazy_instance(VerbalizerClassification),
-        method: PeftMethod = lazy_instance(Lora, r=16, alpha=32.0, dropout=0.0, variant="rslora"),
+        task: Task = lazy_default(VerbalizerClassification),
+        method: PeftMethod = lazy_default(Lora, r=16, alpha=32.0, dropout=0.0, variant="rslora"),
         reward: RewardFunction | None = None,
         ppo: P.PPOSettings = P.PPOSettings(),
         max_grad_norm: float | None = 1.0,

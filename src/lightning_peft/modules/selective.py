@@ -7,11 +7,10 @@ train (all of them for full fine-tuning and HFT). HFT's per-stage selection is t
 
 from __future__ import annotations
 
-from jsonargparse import lazy_instance
-
 from ..methods import FullFineTuning, SelectiveMethod
 from ..tasks import CausalLMSFT, Task
 from .base import FineTuneModule
+from .defaults import lazy_default
 
 class SelectiveModule(FineTuneModule):
     """Fine-tune a subset of the backbone's own weights (or all of them).
@@ -29,8 +28,8 @@ class SelectiveModule(FineTuneModule):
 
     def __init__(
         self,
-        task: Task = lazy_instance(CausalLMSFT),
-        method: SelectiveMethod = lazy_instance(FullFineTuning),
+        task: Task = lazy_default(CausalLMSFT),
+        method: SelectiveMethod = lazy_default(FullFineTuning),
         **kwargs,
     ) -> None:
         super().__init__(task=task, method=method, **kwargs)

@@ -20,7 +20,6 @@ from itertools import islice
 from typing import Any, Iterator
 
 import torch
-from jsonargparse import lazy_instance
 
 from ..data.fewshot import UnlabelledPool
 from ..methods import BottleneckAdapter, MethodBase, MethodConfigError
@@ -28,6 +27,7 @@ from ..tasks import ClozeClassification
 from ..tasks.self_training import WithParameters, example_weights, soft_label_losses
 from .base import FineTuneModule
 from .cloze import _forever, class_scores
+from .defaults import lazy_default
 
 STATE_KEY = "self_training"  # the teacher, the initial adapters and the pool position in a checkpoint
 
@@ -59,8 +59,8 @@ class SelfTrainingModule(FineTuneModule):
 
     def __init__(
         self,
-        task: ClozeClassification = lazy_instance(ClozeClassification),
-        method: MethodBase = lazy_instance(BottleneckAdapter, non_linearity="identity", init_std=0.02),
+        task: ClozeClassification = lazy_default(ClozeClassification),
+        method: MethodBase = lazy_default(BottleneckAdapter, non_linearity="identity", init_std=0.02),
         teacher_steps: int = 100,
         refresh_every: int = 100,
         reset_student: bool = True,

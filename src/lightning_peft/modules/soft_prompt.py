@@ -13,11 +13,10 @@ The per-group learning rates of DePT (prompt 3e-1, low-rank 1e-4 in the paper) c
 
 from __future__ import annotations
 
-from jsonargparse import lazy_instance
-
 from ..methods import PromptTuning, SoftPromptMethod
 from ..tasks import Task, VerbalizerClassification
 from .base import FineTuneModule
+from .defaults import lazy_default
 
 
 class SoftPromptModule(FineTuneModule):
@@ -36,8 +35,8 @@ class SoftPromptModule(FineTuneModule):
 
     def __init__(
         self,
-        task: Task = lazy_instance(VerbalizerClassification),
-        method: SoftPromptMethod = lazy_instance(PromptTuning),
+        task: Task = lazy_default(VerbalizerClassification),
+        method: SoftPromptMethod = lazy_default(PromptTuning),
         **kwargs,
     ) -> None:
         super().__init__(task=task, method=method, **kwargs)

@@ -14,7 +14,6 @@ from itertools import islice
 from typing import Any
 
 import torch
-from jsonargparse import lazy_instance
 
 from ..checkpoint import HPARAMS_KEY
 from ..data.catalog import load_records
@@ -23,6 +22,7 @@ from ..data.fewshot import UnlabelledPool
 from ..methods import MethodConfigError
 from ..tasks.weighted_verbalizer import TRAINING_SPLIT, WeightedVerbalizerClassification
 from .cloze import ClozeModule
+from .defaults import lazy_default
 
 PRIOR_KEY = "weighted_verbalizer_prior"  # the calibration prior's entry in a checkpoint
 
@@ -40,7 +40,7 @@ class WeightedVerbalizerModule(ClozeModule):
         **kwargs: Everything else of `ClozeModule` (method, alpha, backbone, optimizer, ...).
     """
 
-    def __init__(self, task: WeightedVerbalizerClassification = lazy_instance(WeightedVerbalizerClassification),
+    def __init__(self, task: WeightedVerbalizerClassification = lazy_default(WeightedVerbalizerClassification),
                  support_size: int = 200, **kwargs) -> None:
         if isinstance(support_size, bool) or not isinstance(support_size, int) or support_size < 1:
             raise MethodConfigError(f"support_size must be a positive integer (support examples for calibration), got {support_size!r}.")
