@@ -1,7 +1,7 @@
 """`lazy_default(cls, **kwargs)`: the default of a module's `task` or `method` argument.
 
 It is jsonargparse's `lazy_instance` (an instance built on first use, which `--help` and `--print_config`
-show as its class and arguments), called so that it costs nothing at start-up. `lazy_instance` finds the
+show as its class and arguments), made cheaply. `lazy_instance` finds the
 module to attach its lazy class to with `inspect.stack()`, which resolves the source file of every frame on
 the calling stack. While Python imports our modules that stack is deep in importlib's frozen frames, whose
 files never resolve, so each of them scanned all of `sys.modules`: 0.35 s per default, 6.5 s of the 15 s
