@@ -12,6 +12,7 @@ from ..tasks import CausalLMSFT, Task
 from .base import FineTuneModule
 from .defaults import lazy_default
 
+
 class SelectiveModule(FineTuneModule):
     """Fine-tune a subset of the backbone's own weights (or all of them).
 
