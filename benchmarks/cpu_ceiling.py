@@ -49,25 +49,20 @@ def best_seconds(work: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--table-minutes", type=float, default=224.0,
-                        help="The table's measured wall-clock (224: the six claims, one at a time, docs/methods/cloze.md).")
-    parser.add_argument("--repeats", type=int, default=3, help="Timed runs of each measurement; the best counts.")
-    args = parser.parse_args()
-
+def measure(backbone: str, repeats: int) -> dict[str, float]:
+    """GFLOP/s of the fp32 matmul ceiling, of `backbone`'s scoring and of its LoRA training step (see the top)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
-    ceiling = 2 * 4096**3 / best_seconds(lambda: a @ b, args.repeats) / 1e9
+    ceiling = 2 * 4096**3 / best_seconds(lambda: a @ b, repeats) / 1e9
 
-    model = AutoModelForCausalLM.from_pretrained(resolve("smollm2-135m"), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(resolve(backbone), dtype=torch.float32)
     body, _ = count_parameters(model.model)
     score_ids = torch.randint(0, model.config.vocab_size, (16, 128))
     with torch.inference_mode():
         scoring = 2 * body * score_ids.numel() / best_seconds(
-            lambda: model(input_ids=score_ids, logits_to_keep=1), args.repeats) / 1e9
+            lambda: model(input_ids=score_ids, logits_to_keep=1), repeats) / 1e9
 
     lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     train_ids = torch.randint(0, model.config.vocab_size, (4, 128))
@@ -75,14 +70,26 @@ def main() -> None:
     def step() -> None:
         lora(input_ids=train_ids, logits_to_keep=1).logits.float().logsumexp(-1).mean().backward()
 
-    training = 4 * body * train_ids.numel() / best_seconds(step, args.repeats) / 1e9
+    training = 4 * body * train_ids.numel() / best_seconds(step, repeats) / 1e9
+    return {"ceiling": ceiling, "scoring": scoring, "training": training, "body_parameters": body}
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table-minutes", type=float, default=224.0,
+                        help="The table's measured wall-clock (224: the six claims, one at a time, docs/methods/cloze.md).")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs of each measurement; the best counts.")
+    parser.add_argument("--backbone", default="smollm2-135m", help="A causal LM of the zoo (the table's: smollm2-135m).")
+    args = parser.parse_args()
+    gflops = measure(args.backbone, args.repeats)
+    ceiling = gflops["ceiling"]
     rows = [("fp32 matmul 4096 x 4096 (the ceiling)", f"{ceiling:.0f}", "100%"),
-            ("SmolLM2-135M scoring, 16 x 128 tokens", f"{scoring:.0f}", f"{scoring / ceiling:.0%}"),
-            ("SmolLM2-135M LoRA training step, 4 x 128 tokens", f"{training:.0f}", f"{training / ceiling:.0%}")]
-    print(f"{torch.get_num_threads()} threads; body N = {body / 1e6:.1f}M parameters")
+            (f"{args.backbone} scoring, 16 x 128 tokens", f"{gflops['scoring']:.0f}", f"{gflops['scoring'] / ceiling:.0%}"),
+            (f"{args.backbone} LoRA training step, 4 x 128 tokens", f"{gflops['training']:.0f}",
+             f"{gflops['training'] / ceiling:.0%}")]
+    print(f"{torch.get_num_threads()} threads; body N = {gflops['body_parameters'] / 1e6:.1f}M parameters")
     print_table(rows, ("what", "GFLOP/s", "of the ceiling"))
-    share = min(scoring, training) / ceiling
+    share = min(gflops["scoring"], gflops["training"]) / ceiling
     print(f"the table's {args.table_minutes:.0f} min, all of it products at the ceiling: "
           f"{args.table_minutes * share:.0f} min ({1 / share:.2f}x faster)")
 
