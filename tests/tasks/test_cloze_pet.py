@@ -75,6 +75,19 @@ def test_masked_lm_loss_masks_about_15_percent_of_the_text_tokens_only():
     assert torch.equal(seen["labels"][chosen], enc.input_ids[chosen])
 
 
+def test_a_masked_lm_draw_that_chooses_no_token_is_a_zero_loss_not_nan():
+    tok = zoo.load_tokenizer("tiny-bert")
+    task = _bound("tiny-bert", lm="masked")
+    model = AutoModelForMaskedLM.from_pretrained(zoo.resolve("tiny-bert"))
+    enc = tok(["a", "b"], return_tensors="pt")  # one text token each: 15% chooses neither about 72% of the time
+    losses = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        losses.append(float(task.lm_loss(model, {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask})))
+    assert all(loss == loss for loss in losses), losses  # no NaN
+    assert 0.0 in losses and any(loss > 0 for loss in losses), losses  # empty draws give 0, the others a real loss
+
+
 def test_distillation_is_kl_at_the_temperature_and_plain_ce_on_labelled_batches():
     student, teacher = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.5, 1.5, -0.5]])
     p_teacher = (teacher / 2).softmax(-1)
