@@ -26,14 +26,47 @@ def _given(message: str, after: int) -> str:
     return found.group(1).strip() if found else "?"
 
 
+_HELP = "check its spelling against the command's --help (e.g. `lightning-peft fit --help`, or --model.help / " \
+        "--data.help <class_path> for a class's options)"
+
+
 def _unknown_option(message: str) -> str | None:
-    unknown = re.search(r"Option '([^']+)' is not accepted", message)
+    unknown = (re.search(r"Option '([^']+)' is not accepted", message)
+               or re.search(r"Group '[^']+' does not accept option '([^']+)'", message))
     if not unknown:
         return None
+    group = re.search(r"Group '([^']+)'", message)
     key = _KEY.search(message)
-    where = f" under {key.group(1)}" if key else ""
-    return (f"unknown option {unknown.group(1)!r}{where}; check its spelling against "
-            "`lightning-peft fit --help` (or --model.help / --data.help <class_path>).")
+    where = f" under {key.group(1)}" if key else f" under {group.group(1)}" if group else ""
+    return f"unknown option {unknown.group(1)!r}{where}; {_HELP}."
+
+
+def _unrecognized_argument(message: str) -> str | None:
+    unrecognized = re.match(r"unrecognized arguments: (\S+)", message.strip())
+    if not unrecognized:
+        return None
+    return f"unknown option {unrecognized.group(1)}; {_HELP}."
+
+
+def _empty_value(message: str) -> str | None:
+    """A null where a Union of types is expected: a YAML entry left empty (`key:` alone reads as null)."""
+    empty = re.search(r"((?:- Expected a <class '\w+'>\s*)+)Given value type: <class 'NoneType'>", message)
+    if not empty:
+        return None
+    types = " or ".join(re.findall(r"<class '(\w+)'>", empty.group(1)))
+    holder = re.compile(r"Given value: (\{.*)").search(message, empty.end())
+    keys = re.findall(r"'([^']+)': None", holder.group(1)) if holder else []
+    where = f"{_path(message)}.{keys[0]}" if len(keys) == 1 else _path(message)
+    return (f"{where} is empty where {types} is expected (in YAML, `key:` with nothing after it is null); fill it in "
+            "or remove it.")
+
+
+def _not_a_list(message: str) -> str | None:
+    wrong = re.search(r"Parser key \"([^\"]+)\":\s*Expected a <class 'list'>\.\s*Got value: (.*)", message)
+    if not wrong:
+        return None
+    return (f"{wrong.group(1)} must be a list (YAML: one '- item' per line, or [\"a\", \"b\"] on the command line), "
+            f"got {wrong.group(2).strip()[:80]!r}.")
 
 
 def _boolean_for_text(message: str) -> str | None:
@@ -81,7 +114,8 @@ def _wrong_subclass(message: str) -> str | None:
 
 # The first rule that recognises the message wins; the boolean-for-text rule comes before the scalar ones because
 # YAML's booleans are the likely cause there.
-_RULES = (_unknown_option, _boolean_for_text, _structure_for_text, _not_a_choice, _wrong_scalar, _wrong_subclass)
+_RULES = (_unknown_option, _unrecognized_argument, _boolean_for_text, _structure_for_text, _not_a_list, _not_a_choice,
+          _wrong_scalar, _wrong_subclass, _empty_value)
 _NOISE = ("Given value", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>")
 
 
