@@ -48,7 +48,7 @@ def test_an_empty_pool_is_one_sentence_at_setup_before_weights_load(tmp_path, to
     data = FewShotClassificationData(topics_file, tokenizer="tiny-llama", template="{text}\nTopic:", shots_per_class=12,
                                      label_names=LABELS, val_size=0, test_size=0, batch_size=3, max_length=32)
     module = _module(alpha=0.9999)
-    with pytest.raises(MethodConfigError, match="no unlabelled examples; .* or set alpha: 1"):
+    with pytest.raises(MethodConfigError, match=r"no unlabelled examples; use .*max_unlabelled > 0 .* or set alpha: 1\.$"):
         _trainer(tmp_path).fit(module, datamodule=data)
     assert module.model is None
     _trainer(tmp_path).fit(_module(alpha=1.0), datamodule=data)  # without the LM term no pool is needed

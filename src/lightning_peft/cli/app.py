@@ -38,6 +38,7 @@ from ..data import DataConfigError, DataFacts
 from ..inference.generation import GenerationError
 from ..methods import MethodConfigError
 from ..modules import FineTuneModule
+from ..modules.fit_check import ChecksFit
 from ..tasks import TaskConfigError
 from ..zoo import ModelNotFoundError
 from .artifact import log_adapter_artifact
@@ -189,6 +190,10 @@ class LightningPeftCLI(LightningCLI):
 
     def before_fit(self) -> None:
         if self._subcommand_flag("test_before_fit"):
+            if isinstance(self.model, ChecksFit):  # a setting fit would refuse: one sentence before the test pass
+                if self.datamodule is not None:
+                    self.datamodule.setup("fit")
+                self.model.check_fit(self.trainer, self.datamodule)
             self.trainer.test(self.model, datamodule=self.datamodule)
 
     def after_fit(self) -> None:

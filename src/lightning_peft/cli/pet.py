@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from ..atomic import write_file_atomically
 from ..callbacks.run_summary import run_dir, write_json_atomic
 from ..data.fewshot import UNLABELLED, UnlabelledPool
-from ..data.formats import check_text_slot
+from ..data.formats import check_no_label_slot, check_text_slot
 from ..modules import LoraModule, WeightedVerbalizerModule
 from ..modules.cloze import ClozeModule, ClozePretraining, class_scores
 from ..pet import ScoredModel, ipet_training_set, load_trained_state, trained_state, weighted_scores
@@ -252,18 +252,18 @@ def pcp_stages(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int, templates
 
 
 def _check_pool(cli: PetCLI, plan: PetPlan) -> None:
-    """Stages that read the unlabelled pool refuse an empty one before anything trains."""
-    needs = ("PCP pseudo-labels it (pet.pcp)" if plan.pcp else
-             "iPET's later generations train on it (pet.generations)" if plan.generations > 1 else
-             "the distilled classifier trains on it (pet.distill)" if plan.distill and plan.stop_after is None else None)
-    if needs is None:
-        return
+    """The data is set up (its shots drawn) and, where a stage reads the unlabelled pool, an empty one is refused,
+    all before anything is written or trained."""
     data = cli.datamodule
     if isinstance(data, UnlabelledPool):
         data.setup("fit")
-    if not isinstance(data, UnlabelledPool) or data.pool_size() == 0:
+    needs = ("PCP pseudo-labels it (pet.pcp)" if plan.pcp else
+             "iPET's later generations train on it (pet.generations)" if plan.generations > 1 else
+             "the distilled classifier trains on it (pet.distill)" if plan.distill and plan.stop_after is None else None)
+    if needs is not None and (not isinstance(data, UnlabelledPool) or data.pool_size() == 0):
         raise PetConfigError(f"The data's unlabelled pool is empty, but {needs}; use FewShotClassificationData with more "
                              "training examples than shots_per_class x classes (and max_unlabelled > 0).")
+    cli.model.check_fit(cli.trainer, data)  # what the pattern models themselves read (PET's LM term)
 
 
 def _check_plan(cli: PetCLI, plan: PetPlan) -> list[str]:
@@ -272,11 +272,12 @@ def _check_plan(cli: PetCLI, plan: PetPlan) -> list[str]:
     if cli.config.data.init_args.get("test_size") in (0, 0.0):
         raise PetConfigError("pet reports every stage on the test split, but data.init_args.test_size is 0; give it a "
                              "test split (e.g. test_size: 0.2).")
-    templates = []
-    for index, pattern in enumerate(plan.patterns):
-        check_text_slot(pattern, f"pet.patterns[{index}]")
-        templates.append(cli.model.task.template_for(pattern))
-    check_text_slot(plan.classifier_template, "pet.classifier_template")
+    label_column = cli.config.data.init_args.get("label_column", "label")
+    named = [(f"pet.patterns[{index}]", pattern) for index, pattern in enumerate(plan.patterns)]
+    for argument, template in [*named, ("pet.classifier_template", plan.classifier_template)]:
+        check_text_slot(template, argument)
+        check_no_label_slot(template, label_column, argument)
+    templates = [cli.model.task.template_for(pattern) for pattern in plan.patterns]
     _check_pool(cli, plan)
     out = Path(plan.output_dir)
     settings = cli.parser.dump(cli.config, skip_none=False)

@@ -6,7 +6,7 @@ from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from lightning_peft.data.base import Record, TokenizedDataModule, require_columns
 from lightning_peft.data.errors import DataConfigError
-from lightning_peft.data.formats import InputFormat, check_text_slot
+from lightning_peft.data.formats import InputFormat, check_no_label_slot, check_text_slot
 from lightning_peft.data.tokenized import Store, flatten
 
 
@@ -59,6 +59,7 @@ class ClassificationData(TokenizedDataModule):
         if not isinstance(max_length, int) or max_length < 1:
             raise DataConfigError(f"max_length must be a positive integer, got {max_length!r}.")
         check_text_slot(template)
+        check_no_label_slot(template, label_column)
         if label_names is not None:
             booleans = [name for name in label_names if isinstance(name, bool)]
             if booleans:

@@ -49,6 +49,14 @@ def check_text_slot(template: str, argument: str = "template") -> None:
                               "put {text} where the input goes (e.g. 'Question: {text}\\nAnswer:').")
 
 
+def check_no_label_slot(template: str, label_column: str, argument: str = "template") -> None:
+    """A classification template must not fill in the answer: `{label}` would put the true class into every input."""
+    if label_column in template_fields(template):
+        raise DataConfigError(f"{argument} {template!r} fills {{{label_column}}}, the class being predicted, into every "
+                              "input (training, pool and test alike), so any score would be fake; remove it and keep "
+                              "{text} and the records' other fields.")
+
+
 @dataclass(frozen=True)
 class InputFormat:
     """The input side of a task, as the data module built it for training.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -127,16 +128,21 @@ class ClozeModule(FineTuneModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage != "fit" or not self.uses_pool:
-            return
-        data = self.trainer.datamodule
-        if not isinstance(data, UnlabelledPool) or data.pool_size() == 0:
-            reason, off = ((f"alpha={self.alpha} gives the language-model term weight {1 - self.alpha:.4g}, which trains",
-                            "set alpha: 1") if self.alpha < 1 else
-                           (f"self_calibration={self.self_calibration} adds pseudo-labelled examples", "set self_calibration: null"))
+        if stage == "fit":
+            self.check_fit(self.trainer, self.trainer.datamodule)
+
+    def check_fit(self, trainer: L.Trainer, data: L.LightningDataModule | None) -> None:
+        """`ChecksFit`: an empty pool is refused when the LM term or self-calibration reads it."""
+        if self.uses_pool and (not isinstance(data, UnlabelledPool) or data.pool_size() == 0):
+            users = [f"alpha={self.alpha} (the language-model term's weight is {1 - self.alpha:.4g})"] * (self.alpha < 1)
+            offs = ["alpha: 1"] * (self.alpha < 1)
+            if self.self_calibration is not None:
+                users.append(f"self_calibration={self.self_calibration} (pseudo-labelled examples)")
+                offs.append("self_calibration: null")
             raise MethodConfigError(
-                f"{reason} on the data's unlabelled pool, but the data has no unlabelled examples; use "
-                f"FewShotClassificationData with more training examples than shots_per_class x classes, or {off}.")
+                f"{' and '.join(users)} train on the data's unlabelled pool, but the data has no unlabelled examples; "
+                "use FewShotClassificationData with max_unlabelled > 0 (or null) and more training examples than "
+                f"shots_per_class x classes, or set {' and '.join(offs)}.")
 
     def on_train_start(self) -> None:
         super().on_train_start()

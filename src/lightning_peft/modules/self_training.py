@@ -19,6 +19,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any, Iterator
 
+import lightning as L
 import torch
 
 from ..data.fewshot import UnlabelledPool
@@ -82,13 +83,15 @@ class SelfTrainingModule(FineTuneModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage != "fit":
-            return
-        data, trainer = self.trainer.datamodule, self.trainer
+        if stage == "fit":
+            self.check_fit(self.trainer, self.trainer.datamodule)
+
+    def check_fit(self, trainer: L.Trainer, data: L.LightningDataModule | None) -> None:
+        """`ChecksFit`: an empty pool, or max_steps that end before self-training starts, are refused."""
         if not isinstance(data, UnlabelledPool) or data.pool_size() == 0:
             raise MethodConfigError(
                 "LiST's student trains on the data's unlabelled pool, but the data has no unlabelled examples; use "
-                "FewShotClassificationData with more training examples than shots_per_class x classes (max_unlabelled > 0).")
+                "FewShotClassificationData with max_unlabelled > 0 (or null) and more training examples than shots_per_class x classes.")
         if not trainer.fast_dev_run and 0 < trainer.max_steps <= self.teacher_steps:
             raise MethodConfigError(
                 f"trainer.max_steps={trainer.max_steps} ends before self-training starts (teacher_steps="
