@@ -163,8 +163,9 @@ class ClozeClassification(_Classification):
         A causal LM: the next-token loss over the text. A masked LM: the MLM loss with 15% of the tokens
         chosen (80% of them replaced by the mask token, 10% by a random token, 10% kept: transformers'
         `DataCollatorForLanguageModeling`, as PET does), padding and special tokens never chosen. A draw
-        that chooses no token (short texts, small batches) has nothing to predict: its loss is 0, as is
-        its gradient (transformers' mean over no tokens would be NaN, and NaN would reach the logs).
+        that chooses no token (short texts, small batches) has nothing to predict: its loss is 0 with a
+        zero gradient, still on the model's graph (transformers' mean over no tokens would be NaN, and
+        NaN would reach the logs; PCP's pre-training backpropagates this loss alone).
         """
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         if self.lm == "causal":
@@ -178,7 +179,7 @@ class ClozeClassification(_Classification):
             input_ids, labels = masking.torch_mask_tokens(input_ids.clone().cpu(), special_tokens_mask=special.cpu())
             input_ids, labels = input_ids.to(attention_mask.device), labels.to(attention_mask.device)
             if labels.eq(IGNORE_INDEX).all():
-                return torch.zeros((), device=attention_mask.device)
+                return model(input_ids=input_ids, attention_mask=attention_mask).logits.sum() * 0.0
         return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
 
     def verbalizer_words(self) -> dict[str, str]:
