@@ -48,3 +48,12 @@ def test_text_where_a_list_is_expected_says_how_to_write_a_list():
     message = condense('Parser key "pet.patterns":\n  Expected a <class \'list\'>. Got value: {text} Topic: {mask}')
     assert message == ("pet.patterns must be a list (YAML: one '- item' per line, or [\"a\", \"b\"] on the command line), "
                        "got '{text} Topic: {mask}'.")
+
+
+def test_an_empty_entry_of_a_plain_type_names_its_key_too():
+    message = condense('Parser key "pet.seeds":\n  Expected a <class \'list\'>. Got value: None')
+    assert message.startswith("pet.seeds is empty where list is expected (in YAML, `key:` with nothing after it is null)")
+
+
+def test_a_stray_value_is_an_unexpected_argument_not_an_option():
+    assert condense("unrecognized arguments: foo").startswith("unexpected argument 'foo': options are written --name value")

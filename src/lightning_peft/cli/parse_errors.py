@@ -45,16 +45,21 @@ def _unrecognized_argument(message: str) -> str | None:
     unrecognized = re.match(r"unrecognized arguments: (\S+)", message.strip())
     if not unrecognized:
         return None
-    return f"unknown option {unrecognized.group(1)}; {_HELP}."
+    token = unrecognized.group(1)
+    if not token.startswith("-"):
+        return (f"unexpected argument {token!r}: options are written --name value; check the command line against "
+                "the command's --help.")
+    return f"unknown option {token}; {_HELP}."
 
 
 def _empty_value(message: str) -> str | None:
-    """A null where a Union of types is expected: a YAML entry left empty (`key:` alone reads as null)."""
-    empty = re.search(r"((?:- Expected a <class '\w+'>\s*)+)Given value type: <class 'NoneType'>", message)
-    if not empty:
+    """A null where a value is expected: a YAML entry left empty (`key:` alone reads as null)."""
+    union = re.search(r"((?:- Expected a <class '\w+'>\s*)+)Given value type: <class 'NoneType'>", message)
+    plain = re.search(r"Expected a <class '(\w+)'>\.?\s*Got value: None\s*$", message, re.M)
+    if not union and not plain:
         return None
-    types = " or ".join(re.findall(r"<class '(\w+)'>", empty.group(1)))
-    holder = re.compile(r"Given value: (\{.*)").search(message, empty.end())
+    types = " or ".join(re.findall(r"<class '(\w+)'>", union.group(1) if union else plain.group(0)))
+    holder = re.compile(r"Given value: (\{.*)").search(message, union.end()) if union else None
     keys = re.findall(r"'([^']+)': None", holder.group(1)) if holder else []
     where = f"{_path(message)}.{keys[0]}" if len(keys) == 1 else _path(message)
     return (f"{where} is empty where {types} is expected (in YAML, `key:` with nothing after it is null); fill it in "
@@ -114,8 +119,8 @@ def _wrong_subclass(message: str) -> str | None:
 
 # The first rule that recognises the message wins; the boolean-for-text rule comes before the scalar ones because
 # YAML's booleans are the likely cause there.
-_RULES = (_unknown_option, _unrecognized_argument, _boolean_for_text, _structure_for_text, _not_a_list, _not_a_choice,
-          _wrong_scalar, _wrong_subclass, _empty_value)
+_RULES = (_unknown_option, _unrecognized_argument, _empty_value, _boolean_for_text, _structure_for_text, _not_a_list,
+          _not_a_choice, _wrong_scalar, _wrong_subclass)
 _NOISE = ("Given value", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>")
 
 
