@@ -9,6 +9,7 @@ import lightning.pytorch  # noqa: F401 - imported outside any test, its log hand
 import pytest
 
 from lightning_peft.cli import main
+from lightning_peft.data import ClassificationData, DataConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model.init_args.backbone", "tiny-llama", "--trainer.enable_progress_bar", "false"]
@@ -25,24 +26,27 @@ def _refused(capfd, argv: list[str]) -> str:
     return errors[0] + "\n" + captured.out + captured.err
 
 
-@pytest.mark.parametrize("command, recipe, option", [
-    ("fit", "single_word_trec6", "--data.init_args.template"),
-    ("pet", "pet_bbc_news", "--pet.patterns"),
-    ("pet", "pet_bbc_news", "--pet.classifier_template"),
+@pytest.mark.parametrize("command, recipe, option, named", [
+    ("fit", "single_word_trec6", "--data.init_args.template", "error: template "),
+    ("pet", "pet_bbc_news", "--pet.patterns", "error: pet.patterns[0] "),
+    ("pet", "pet_bbc_news", "--pet.classifier_template", "error: pet.classifier_template "),
 ])
-def test_a_template_that_fills_in_the_label_is_refused(tmp_path, capfd, command, recipe, option):
+def test_a_template_that_fills_in_the_label_is_refused(tmp_path, capfd, command, recipe, option, named):
     value = {"--data.init_args.template": "Question {text} - answer type ({label})",
              "--pet.patterns": '["{text}\\nTopic {label}: {mask}"]',
              "--pet.classifier_template": "{label} - {text}"}[option]
     run = ["--pet.output_dir", str(tmp_path / "pet")] if command == "pet" else ["--trainer.max_steps", "1"]
     printed = _refused(capfd, [command, "--config", str(ROOT / f"configs/cloze/{recipe}.yaml"), *TINY, option, value,
                                 "--trainer.default_root_dir", str(tmp_path / "run"), *run])
-    assert "fills {label}, the class being predicted, into every input" in printed
-    assert not (tmp_path / "pet").exists() and not list(tmp_path.rglob("metrics.json"))
+    assert printed.startswith(named) and "fills {label}, the class being predicted, into every input" in printed
+    assert not list(tmp_path.iterdir())  # nothing written: no run folder, no PET output
 
 
 @pytest.mark.parametrize("setting, match", [
-    (["--data.init_args.max_unlabelled", "0"], "alpha=0.9999 (the language-model term's weight is 0.0001) train on"),
+    (["--data.init_args.max_unlabelled", "0"], "pool is empty, but every pattern model scores it for the ensemble, the "
+                                               "pattern models' language-model term trains on it (model.init_args.alpha < 1);"),
+    (["--data.init_args.max_unlabelled", "0", "--model.init_args.alpha", "1"],
+     "pool is empty, but every pattern model scores it for the ensemble; use FewShotClassificationData with max_unlabelled"),
     (["--data.init_args.shots_per_class", "1000"], "shots_per_class=1000 is more than the training split's"),
 ])
 def test_pet_without_distillation_refuses_what_its_pattern_models_need_before_writing(tmp_path, capfd, setting, match):
@@ -72,3 +76,9 @@ def test_a_misspelt_or_mistyped_pet_option_says_how_to_fix_it(tmp_path, capfd, e
     printed = _refused(capfd, ["pet", "--config", str(ROOT / "configs/cloze/pet_bbc_news.yaml"), *TINY,
                                "--pet.output_dir", str(tmp_path / "pet"), *extra])
     assert printed.startswith(f"error: {expected}") and not (tmp_path / "pet").exists()
+
+
+def test_a_label_column_with_another_name_is_refused_by_its_name_and_text_stays_the_input():
+    with pytest.raises(DataConfigError, match=r"fills \{topic\}, the class being predicted"):
+        ClassificationData("trec6", label_column="topic", template="{text} - {topic}")
+    ClassificationData("trec6", label_column="text", text_column="sentence", template="{text}")  # {text} is the input

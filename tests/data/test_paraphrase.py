@@ -78,6 +78,7 @@ def test_changing_a_paraphrase_is_not_served_from_a_stale_cache(small_file, toke
     (["Question: {text}", "Question without a slot"], "no {text} slot"),
     (["Q: {text}", "Q: {text}"], "same phrasing twice"),
     (["Q: {text}", "Q: {text"], "not a valid format string"),
+    (["Q: {text}", "Q: {text} ({label})"], "The templates entry 'Q: {text} \\({label}\\)' fills {label}, the class being"),
 ])
 def test_bad_templates_fail_at_construction(templates, message):
     with pytest.raises(DataConfigError, match=message):

@@ -125,12 +125,13 @@ def test_a_test_pool_without_a_test_split_is_one_sentence_at_setup(topics_file):
 
 def test_self_calibration_without_a_pool_is_one_sentence_before_weights_load(tmp_path, topics_file):
     module = _module(alpha=1.0, self_calibration=0.9)
-    with pytest.raises(MethodConfigError, match=r"^self_calibration=0.9 \(pseudo-labelled examples\) train .* no unlabelled "
-                                                r"examples; .* set self_calibration: null\.$"):
+    with pytest.raises(MethodConfigError, match=r"^self-calibration \(self_calibration=0.9\) reads the data's unlabelled pool, "
+                                                r"but .* no unlabelled examples; .* set self_calibration: null\.$"):
         _fit(tmp_path, module, _data(topics_file, shots_per_class=12))
     assert module.model is None
     both = _module(alpha=0.5, self_calibration=0.9)  # one sentence names every setting that needs the pool
-    with pytest.raises(MethodConfigError, match=r"^alpha=0.5 .* and self_calibration=0.9 .* or set alpha: 1 and "
+    with pytest.raises(MethodConfigError, match=r"^the language-model term \(alpha=0.5 gives it weight 0.5\) and "
+                                                r"self-calibration \(self_calibration=0.9\) read .* or set alpha: 1 and "
                                                 r"self_calibration: null\.$"):
         _fit(tmp_path, both, _data(topics_file, shots_per_class=12))
 

@@ -76,7 +76,8 @@ def test_the_pretrained_adapter_is_where_fine_tuning_starts():
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"data": {"max_unlabelled": 0}}, "The data's unlabelled pool is empty, but PCP pseudo-labels it"),
+    ({"data": {"max_unlabelled": 0}}, "scores it for the ensemble, the pattern models' language-model term "
+                                         "trains on it (model.init_args.alpha < 1), PCP pseudo-labels it (pet.pcp); use"),
     ({"data": {"shots_per_class": 20}}, "shots_per_class=20 is more than the training split's"),
     ({"pet": {"patterns": ["{text}\nTopic:"]}}, "has 0 answer slots; write {mask} exactly once"),
     ({"pet": {"pcp": False, "stop_after": "pretraining"}}, "pet.stop_after: pretraining stops after PCP's"),

@@ -192,6 +192,7 @@ class LightningPeftCLI(LightningCLI):
         if self._subcommand_flag("test_before_fit"):
             if isinstance(self.model, ChecksFit):  # a setting fit would refuse: one sentence before the test pass
                 if self.datamodule is not None:
+                    self.datamodule.prepare_data()
                     self.datamodule.setup("fit")
                 self.model.check_fit(self.trainer, self.datamodule)
             self.trainer.test(self.model, datamodule=self.datamodule)

@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import write_file_atomically
 from ..callbacks.run_summary import run_dir, write_json_atomic
-from ..data.fewshot import UNLABELLED, UnlabelledPool
+from ..data.fewshot import POOL_REMEDY, UNLABELLED, UnlabelledPool, has_pool
 from ..data.formats import check_no_label_slot, check_text_slot
 from ..modules import LoraModule, WeightedVerbalizerModule
 from ..modules.cloze import ClozeModule, ClozePretraining, class_scores
@@ -252,18 +252,23 @@ def pcp_stages(cli: PetCLI, plan: PetPlan, root: Path, shot_seed: int, templates
 
 
 def _check_pool(cli: PetCLI, plan: PetPlan) -> None:
-    """The data is set up (its shots drawn) and, where a stage reads the unlabelled pool, an empty one is refused,
-    all before anything is written or trained."""
+    """The data set up (its shots drawn) and its unlabelled pool checked, before anything is written or trained.
+
+    Every pattern model scores the pool (the ensemble's input), so `pet` always needs one; the sentence names
+    every stage of this plan that reads it.
+    """
     data = cli.datamodule
     if isinstance(data, UnlabelledPool):
         data.setup("fit")
-    needs = ("PCP pseudo-labels it (pet.pcp)" if plan.pcp else
-             "iPET's later generations train on it (pet.generations)" if plan.generations > 1 else
-             "the distilled classifier trains on it (pet.distill)" if plan.distill and plan.stop_after is None else None)
-    if needs is not None and (not isinstance(data, UnlabelledPool) or data.pool_size() == 0):
-        raise PetConfigError(f"The data's unlabelled pool is empty, but {needs}; use FewShotClassificationData with more "
-                             "training examples than shots_per_class x classes (and max_unlabelled > 0).")
-    cli.model.check_fit(cli.trainer, data)  # what the pattern models themselves read (PET's LM term)
+    if has_pool(data):
+        return
+    readers = ["every pattern model scores it for the ensemble",
+               *["the pattern models' language-model term trains on it (model.init_args.alpha < 1)"] * (cli.model.alpha < 1),
+               *["self-calibration pseudo-labels it (model.init_args.self_calibration)"] * (cli.model.self_calibration is not None),
+               *["iPET's later generations train on it (pet.generations)"] * (plan.generations > 1),
+               *["the distilled classifier trains on it (pet.distill)"] * (plan.distill and plan.stop_after is None),
+               *["PCP pseudo-labels it (pet.pcp)"] * plan.pcp]
+    raise PetConfigError(f"The data's unlabelled pool is empty, but {', '.join(readers)}; {POOL_REMEDY}.")
 
 
 def _check_plan(cli: PetCLI, plan: PetPlan) -> list[str]:

@@ -42,6 +42,16 @@ class UnlabelledPool(Protocol):
     def unlabelled_dataloader(self, batch_size: Optional[int] = None, shuffle: bool = True) -> Union[DataLoader, list]: ...
 
 
+# How to give a method that reads the unlabelled pool one (every refusal of an empty pool ends with it).
+POOL_REMEDY = ("use FewShotClassificationData with max_unlabelled > 0 (or null) and more training examples than "
+               "shots_per_class x classes")
+
+
+def has_pool(data: object) -> bool:
+    """Whether `data` (set up) serves a non-empty unlabelled pool."""
+    return isinstance(data, UnlabelledPool) and data.pool_size() > 0
+
+
 def pick_shots(labels: list[int], label_names: list[str], shots_per_class: int, seed: int) -> tuple[list[int], list[int]]:
     """Positions of `shots_per_class` examples of every class (drawn with `seed`) and of all the others.
 

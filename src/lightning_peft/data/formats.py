@@ -51,7 +51,7 @@ def check_text_slot(template: str, argument: str = "template") -> None:
 
 def check_no_label_slot(template: str, label_column: str, argument: str = "template") -> None:
     """A classification template must not fill in the answer: `{label}` would put the true class into every input."""
-    if label_column in template_fields(template):
+    if label_column != "text" and label_column in template_fields(template):  # {text} is always the input
         raise DataConfigError(f"{argument} {template!r} fills {{{label_column}}}, the class being predicted, into every "
                               "input (training, pool and test alike), so any score would be fake; remove it and keep "
                               "{text} and the records' other fields.")

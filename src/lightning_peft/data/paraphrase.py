@@ -24,13 +24,13 @@ import torch
 from lightning_peft.data.classification import ClassificationData
 from lightning_peft.data.collate import PadCollator, pad_right
 from lightning_peft.data.errors import DataConfigError
-from lightning_peft.data.formats import template_fields
+from lightning_peft.data.formats import check_no_label_slot, template_fields
 from lightning_peft.data.tokenized import Store, TokenizedDataset, flatten
 
 PARAPHRASE_KEYS = ("paraphrase_input_ids", "paraphrase_attention_mask")
 
 
-def check_templates(templates: Sequence[str]) -> list[str]:
+def check_templates(templates: Sequence[str], label_column: str = "label") -> list[str]:
     """The templates as a list, or `DataConfigError` when they cannot form a paraphrase group."""
     if isinstance(templates, str) or len(templates) < 2:
         raise DataConfigError(
@@ -40,6 +40,7 @@ def check_templates(templates: Sequence[str]) -> list[str]:
     for template in templates:
         if "text" not in template_fields(template):
             raise DataConfigError(f"Template {template!r} has no {{text}} slot; every phrasing must place the input with {{text}}.")
+        check_no_label_slot(template, label_column, "The templates entry")
     if len(set(templates)) != len(templates):
         raise DataConfigError("templates lists the same phrasing twice; give distinct paraphrases.")
     return templates
@@ -96,7 +97,7 @@ class ParaphraseClassificationData(ClassificationData):
     def __init__(self, templates: list[str], **kwargs: Any) -> None:
         if "template" in kwargs:
             raise DataConfigError("ParaphraseClassificationData takes templates (a list, primary first), not template.")
-        templates = check_templates(templates)
+        templates = check_templates(templates, kwargs.get("label_column", "label"))
         super().__init__(template=templates[0], **kwargs)
         self.templates = templates
 

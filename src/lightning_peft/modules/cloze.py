@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.fewshot import UnlabelledPool
+from ..data.fewshot import POOL_REMEDY, has_pool
 from ..methods import Lora, MethodConfigError, PeftMethod
 from ..tasks import ClozeClassification
 from ..tasks.base import Classifies
@@ -133,16 +133,15 @@ class ClozeModule(FineTuneModule):
 
     def check_fit(self, trainer: L.Trainer, data: L.LightningDataModule | None) -> None:
         """`ChecksFit`: an empty pool is refused when the LM term or self-calibration reads it."""
-        if self.uses_pool and (not isinstance(data, UnlabelledPool) or data.pool_size() == 0):
-            users = [f"alpha={self.alpha} (the language-model term's weight is {1 - self.alpha:.4g})"] * (self.alpha < 1)
+        if self.uses_pool and not has_pool(data):
+            readers = [f"the language-model term (alpha={self.alpha} gives it weight {1 - self.alpha:.4g})"] * (self.alpha < 1)
             offs = ["alpha: 1"] * (self.alpha < 1)
             if self.self_calibration is not None:
-                users.append(f"self_calibration={self.self_calibration} (pseudo-labelled examples)")
+                readers.append(f"self-calibration (self_calibration={self.self_calibration})")
                 offs.append("self_calibration: null")
             raise MethodConfigError(
-                f"{' and '.join(users)} train on the data's unlabelled pool, but the data has no unlabelled examples; "
-                "use FewShotClassificationData with max_unlabelled > 0 (or null) and more training examples than "
-                f"shots_per_class x classes, or set {' and '.join(offs)}.")
+                f"{' and '.join(readers)} {'read' if len(readers) > 1 else 'reads'} the data's unlabelled pool, but the "
+                f"data has no unlabelled examples; {POOL_REMEDY}, or set {' and '.join(offs)}.")
 
     def on_train_start(self) -> None:
         super().on_train_start()

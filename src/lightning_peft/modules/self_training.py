@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import lightning as L
 import torch
 
-from ..data.fewshot import UnlabelledPool
+from ..data.fewshot import POOL_REMEDY, has_pool
 from ..methods import BottleneckAdapter, MethodBase, MethodConfigError
 from ..tasks import ClozeClassification
 from ..tasks.self_training import WithParameters, example_weights, soft_label_losses
@@ -88,10 +88,9 @@ class SelfTrainingModule(FineTuneModule):
 
     def check_fit(self, trainer: L.Trainer, data: L.LightningDataModule | None) -> None:
         """`ChecksFit`: an empty pool, or max_steps that end before self-training starts, are refused."""
-        if not isinstance(data, UnlabelledPool) or data.pool_size() == 0:
+        if not has_pool(data):
             raise MethodConfigError(
-                "LiST's student trains on the data's unlabelled pool, but the data has no unlabelled examples; use "
-                "FewShotClassificationData with max_unlabelled > 0 (or null) and more training examples than shots_per_class x classes.")
+                f"LiST's student trains on the data's unlabelled pool, but the data has no unlabelled examples; {POOL_REMEDY}.")
         if not trainer.fast_dev_run and 0 < trainer.max_steps <= self.teacher_steps:
             raise MethodConfigError(
                 f"trainer.max_steps={trainer.max_steps} ends before self-training starts (teacher_steps="
